@@ -1,0 +1,18 @@
+// Package reaper is the only code in the shim that calls wait4.
+//
+// The shim is a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER): every
+// container process whose parent (runc) exits is re-parented to it, so the
+// shim must reap them or they stay zombies. A Reaper owns that job. Children
+// the shim starts itself (the OCI runtime binary, a logging binary) are
+// started through Reaper.Start, which registers the pid under the same lock
+// the reap loop delivers under, so an instant exit is never lost. Processes
+// whose pid is only learnt later (a container's init, read from runc's pid
+// file) are covered by a Tracker: it keeps every exit of an unknown pid while
+// it is open, so Claim finds an exit that happened before the pid was known.
+//
+// Exit status follows the shell convention: the exit code, or 128+signal for a
+// process killed by a signal (ExitStatus).
+//
+// reaper imports only the standard library and golang.org/x/sys; it never
+// imports process, task or proto.
+package reaper

@@ -1,0 +1,161 @@
+package reaper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is one reaped process.
+type Exit struct {
+	Pid    int
+	Status int       // exit code, or 128+signal (ExitStatus)
+	At     time.Time // when the shim reaped it
+}
+
+// Reaper reaps every child of the shim. Create it with New and run its loop
+// with Run; all other methods are safe for concurrent use.
+type Reaper struct {
+	log *slog.Logger
+
+	mu       sync.Mutex            // guards waiters and trackers
+	waiters  map[int]chan Exit     // pid -> channel (buffer 1) of a claimed or started process
+	trackers map[*Tracker]struct{} // open trackers: receive exits of pids nobody waits for yet
+	wake     chan struct{}         // SIGCHLD, or a test poke; buffer 1
+}
+
+// Config configures New.
+type Config struct {
+	// Subreaper makes the calling process a child subreaper (prctl(2)). The
+	// serving daemon sets it; short-lived actions (start, delete) do not.
+	Subreaper bool
+	// Log receives exits nobody claimed. nil discards them.
+	Log *slog.Logger
+}
+
+// New returns a Reaper. With cfg.Subreaper it marks the process as child
+// subreaper; that is process-wide and is never undone.
+func New(cfg Config) (*Reaper, error) {
+	if cfg.Subreaper {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("set child subreaper: %w", err)
+		}
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reaper{
+		log:      log,
+		waiters:  make(map[int]chan Exit),
+		trackers: make(map[*Tracker]struct{}),
+		wake:     make(chan struct{}, 1),
+	}, nil
+}
+
+// Run reaps children until ctx is done. It subscribes to SIGCHLD itself and
+// must be called once; the caller owns the goroutine and waits for Run to
+// return. Signals coalesce, so every wake-up reaps until no child is left
+// waiting (wait4 returns 0 or ECHILD).
+func (r *Reaper) Run(ctx context.Context) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGCHLD)
+	defer signal.Stop(sigs)
+	// A child may have exited before Notify was in place.
+	r.reap()
+	for {
+		select {
+		case <-ctx.Done():
+			r.reap()
+			return nil
+		case <-sigs:
+		case <-r.wake:
+		}
+		r.reap()
+	}
+}
+
+// reap collects every exited child and delivers each exit.
+func (r *Reaper) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return // ECHILD: no children; 0: none exited yet
+		}
+		r.deliver(Exit{Pid: pid, Status: ExitStatus(ws), At: time.Now()})
+	}
+}
+
+// deliver hands e to its waiter, or to every open tracker, or logs it.
+func (r *Reaper) deliver(e Exit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.waiters[e.Pid]; ok {
+		delete(r.waiters, e.Pid)
+		ch <- e // buffer 1, one exit per registration: never blocks
+		return
+	}
+	if len(r.trackers) == 0 {
+		r.log.Debug("reaped unclaimed process", "pid", e.Pid, "status", e.Status)
+		return
+	}
+	for t := range r.trackers {
+		t.exits[e.Pid] = e
+	}
+}
+
+// Start starts cmd and returns a channel that receives its exit exactly once.
+// The pid is registered under the lock the reap loop delivers under, so an
+// instant exit cannot be missed. The caller must not call cmd.Wait (this
+// package is the only wait4 caller); it receives from the channel instead and
+// then calls Release. cmd must not use a context (exec.CommandContext starts a
+// goroutine that only Wait stops) and its Stdin/Stdout/Stderr must be nil or
+// *os.File for the same reason.
+func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan Exit, 1)
+	r.waiters[cmd.Process.Pid] = ch
+	return ch, nil
+}
+
+// Release frees what os/exec holds for a started command (its pidfd) once its
+// exit has been received. It never waits.
+func Release(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = cmd.Process.Release() // only closes the handle; the process is already reaped
+	}
+}
+
+// Poke makes the reap loop look for exits now. Tests use it; SIGCHLD does it
+// in production.
+func (r *Reaper) Poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ExitStatus converts a wait status to the shell convention containerd uses:
+// the exit code, or 128+signal when a signal ended the process.
+func ExitStatus(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}

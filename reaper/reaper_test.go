@@ -1,0 +1,217 @@
+package reaper
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// newRunning returns a subreaper Reaper whose loop runs until the test ends.
+func newRunning(t *testing.T) *Reaper {
+	t.Helper()
+	r, err := New(Config{Subreaper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // owned by this test: stopped by cancel, joined below
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+func recvExit(t *testing.T, ch <-chan Exit) Exit {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit delivered within 10s")
+		return Exit{}
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"zero", []string{"/bin/sh", "-c", "exit 0"}, 0},
+		{"code", []string{"/bin/sh", "-c", "exit 7"}, 7},
+		{"sigterm", []string{"/bin/sh", "-c", "kill -TERM $$"}, 143},
+		{"sigkill", []string{"/bin/sh", "-c", "kill -KILL $$"}, 137},
+	}
+	r := newRunning(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(tc.args[0], tc.args[1:]...)
+			ch, err := r.Start(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid := cmd.Process.Pid
+			e := recvExit(t, ch)
+			Release(cmd)
+			if e.Status != tc.want || e.Pid != pid {
+				t.Fatalf("got pid %d status %d, want pid %d status %d", e.Pid, e.Status, pid, tc.want)
+			}
+			if e.At.IsZero() {
+				t.Fatal("exit time not set")
+			}
+		})
+	}
+}
+
+// TestTrackerEarlyExit is the early-exit race: a "runtime" starts a grandchild
+// that exits at once, and the shim learns the grandchild's pid only from a pid
+// file after the runtime has exited. The exit must be found every time.
+func TestTrackerEarlyExit(t *testing.T) {
+	r := newRunning(t)
+	dir := t.TempDir()
+	for i := range 100 {
+		pidFile := filepath.Join(dir, strconv.Itoa(i))
+		tr := r.Track()
+		// sh plays runc: it forks the "container" (exit 3 at once), records
+		// its pid and exits, so the container is re-parented to us.
+		cmd := exec.Command("/bin/sh", "-c", `/bin/sh -c 'exit 3' & echo $! > "$0"`, pidFile)
+		ch, err := r.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := recvExit(t, ch); e.Status != 0 {
+			t.Fatalf("runtime exited %d", e.Status)
+		}
+		Release(cmd)
+		if i%2 == 0 {
+			// Make sure the container was reaped before it is claimed.
+			waitReaped(t, r, tr, pidFile)
+		}
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := recvExit(t, tr.Claim(pid))
+		tr.Close()
+		if e.Pid != pid || e.Status != 3 {
+			t.Fatalf("iteration %d: got %+v, want pid %d status 3", i, e, pid)
+		}
+	}
+}
+
+func waitReaped(t *testing.T, r *Reaper, tr *Tracker, pidFile string) {
+	t.Helper()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		_, ok := tr.exits[pid]
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		r.Poke()
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("pid %d never reaped", pid)
+}
+
+// TestConcurrentStarts checks that many children exiting at once each get
+// their own status (SIGCHLD coalesces; the loop must reap them all).
+func TestConcurrentStarts(t *testing.T) {
+	r := newRunning(t)
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for i := range 64 {
+		wg.Go(func() {
+			cmd := exec.Command("/bin/sh", "-c", "exit "+strconv.Itoa(i))
+			ch, err := r.Start(cmd)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			e := recvExit(t, ch)
+			Release(cmd)
+			if e.Status != i {
+				errs <- "child " + strconv.Itoa(i) + " got status " + strconv.Itoa(e.Status)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestClosedTrackerDrops checks that exits of pids nobody claimed do not pile
+// up once the tracker is closed, and that a claim after the process ended
+// still works while the tracker is open.
+func TestClosedTrackerDrops(t *testing.T) {
+	r := newRunning(t)
+	tr := r.Track()
+	cmd := exec.Command("/bin/sh", "-c", "/bin/true & exit 0")
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recvExit(t, ch)
+	Release(cmd)
+	tr.Close()
+	r.mu.Lock()
+	n := len(r.trackers)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d trackers left open", n)
+	}
+	// The grandchild (true) was re-parented to us and must not stay a zombie.
+	deadline := time.Now().Add(10 * time.Second)
+	for zombies(t) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("zombie children left behind")
+		}
+		r.Poke()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// zombies counts this process's children in state Z.
+func zombies(t *testing.T) int {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	me := strconv.Itoa(os.Getpid())
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the process went away
+		}
+		// pid (comm) state ppid ...
+		rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[0] == "Z" && f[1] == me {
+			n++
+		}
+	}
+	return n
+}
