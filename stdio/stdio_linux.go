@@ -1,0 +1,311 @@
+package stdio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config names a process's streams as containerd sends them: "" for none, a
+// FIFO path (or fifo:// URI), or file:///path (stdout and stderr appended to
+// that file). UID and GID own the pipes the process gets (io_uid/io_gid).
+type Config struct {
+	Stdin, Stdout, Stderr string
+	Terminal              bool
+	UID, GID              int
+}
+
+// IsNull reports whether the process has no streams at all.
+func (c Config) IsNull() bool { return c.Stdin == "" && c.Stdout == "" && c.Stderr == "" }
+
+// Files are the files a process inherits as fds 0-2; nil means /dev/null.
+type Files struct {
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Pipes is the shim side of one process's streams. Open returns it with its
+// copiers running; the owner passes Child to the runtime, calls CloseChild
+// once the runtime has handed the files on, and Close when the process is
+// deleted. All methods are safe for concurrent use.
+type Pipes struct {
+	child Files
+
+	mu        sync.Mutex // guards stdinHold, closers
+	stdinHold *os.File   // shim's write end of the stdin FIFO, dropped by CloseStdin
+	closers   []*os.File // every shim-side file, closed by Close
+
+	pending int           // output copiers still running; guarded by mu
+	done    chan struct{} // closed when pending reaches 0
+}
+
+// Open opens the streams named by cfg and starts one copier per stream. It
+// does not block on a FIFO that has no reader or writer yet.
+func Open(cfg Config) (_ *Pipes, retErr error) {
+	if cfg.Terminal {
+		return nil, fmt.Errorf("terminal: %w", errors.ErrUnsupported)
+	}
+	p := &Pipes{done: make(chan struct{})}
+	defer func() {
+		if retErr != nil {
+			p.CloseChild()
+			_ = p.Close()
+		}
+	}()
+	if err := p.openStdin(cfg); err != nil {
+		return nil, err
+	}
+	if err := p.openOutputs(cfg); err != nil {
+		return nil, err
+	}
+	if p.pending == 0 {
+		close(p.done)
+	}
+	return p, nil
+}
+
+// Child returns the files the process must inherit.
+func (p *Pipes) Child() Files { return p.child }
+
+// CloseChild closes the shim's copies of the child's files. Call it once the
+// runtime has started the process (it holds its own copies); until then an
+// output copier cannot see EOF.
+func (p *Pipes) CloseChild() {
+	for _, f := range []*os.File{p.child.Stdin, p.child.Stdout, p.child.Stderr} {
+		if f != nil {
+			_ = f.Close() // the process has its own copy
+		}
+	}
+}
+
+// CloseStdin gives up the shim's hold on the stdin FIFO: once the client
+// closes its end too, the process reads EOF.
+func (p *Pipes) CloseStdin() error {
+	p.mu.Lock()
+	f := p.stdinHold
+	p.stdinHold = nil
+	p.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f.Close()
+}
+
+// Wait blocks until every output copier has written all the process's output
+// and closed its FIFO, or ctx ends.
+func (p *Pipes) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for output to drain: %w", ctx.Err())
+	}
+}
+
+// Close closes every shim-side file, which ends the copiers. Output not yet
+// copied is lost, so call Wait first when the process has exited.
+func (p *Pipes) Close() error {
+	_ = p.CloseStdin()
+	p.mu.Lock()
+	fs := p.closers
+	p.closers = nil
+	p.mu.Unlock()
+	for _, f := range fs {
+		_ = f.Close() // a copier may have closed it already
+	}
+	return nil
+}
+
+func (p *Pipes) track(fs ...*os.File) {
+	p.mu.Lock()
+	p.closers = append(p.closers, fs...)
+	p.mu.Unlock()
+}
+
+func (p *Pipes) openStdin(cfg Config) error {
+	if cfg.Stdin == "" {
+		return nil
+	}
+	path, err := fifoPath(cfg.Stdin)
+	if err != nil {
+		return err
+	}
+	// Non-blocking open for reading succeeds without a writer; then our own
+	// write end keeps reads from seeing EOF until CloseStdin (fifo(7)).
+	src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo: %w", err)
+	}
+	p.track(src)
+	hold, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin fifo for writing: %w", err)
+	}
+	p.stdinHold = hold
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	p.track(w)
+	p.child.Stdin = r
+	if err := chown(r, cfg); err != nil {
+		return err
+	}
+	go copyStdin(w, src) // ends at EOF on the FIFO or when Close closes src; owned by p
+	return nil
+}
+
+func (p *Pipes) openOutputs(cfg Config) error {
+	if isFileURI(cfg.Stdout) || isFileURI(cfg.Stderr) {
+		return p.openLogFile(cfg)
+	}
+	for _, s := range []struct {
+		uri string
+		dst **os.File
+	}{{cfg.Stdout, &p.child.Stdout}, {cfg.Stderr, &p.child.Stderr}} {
+		if s.uri == "" {
+			continue
+		}
+		path, err := fifoPath(s.uri)
+		if err != nil {
+			return err
+		}
+		// O_RDWR: the shim is a reader too, so the process never gets EPIPE
+		// when the client goes away; O_NONBLOCK: a full FIFO parks the
+		// copier in the poller instead of holding an OS thread.
+		fifo, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open output fifo: %w", err)
+		}
+		p.track(fifo)
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		p.track(r)
+		*s.dst = w
+		if err := chown(w, cfg); err != nil {
+			return err
+		}
+		p.pending++
+		go p.copyOut(fifo, r) // ends at EOF (all writers gone) or Close; owned by p
+	}
+	return nil
+}
+
+// openLogFile hands a file:// log straight to the process: the kernel
+// appends, and the shim copies nothing.
+func (p *Pipes) openLogFile(cfg Config) error {
+	uri := cfg.Stdout
+	if uri == "" {
+		uri = cfg.Stderr
+	}
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "file" || u.Path == "" {
+		return fmt.Errorf("log uri %q: want file:///path", uri)
+	}
+	if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
+		return fmt.Errorf("log uri %q: %w", uri, err)
+	}
+	f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("log uri %q: %w", uri, err)
+	}
+	p.child.Stdout = f
+	if cfg.Stderr != "" {
+		p.child.Stderr = f
+	}
+	if cfg.Stdout == "" {
+		p.child.Stdout = nil
+	}
+	return nil
+}
+
+// copyOut copies the process's output pipe to its FIFO until EOF, then closes
+// both. If the FIFO cannot be written it keeps draining the pipe, so the
+// process never blocks on a dead reader.
+func (p *Pipes) copyOut(dst, src *os.File) {
+	defer p.copierDone()
+	buf := getBuf()
+	defer putBuf(buf)
+	var werr error
+	for {
+		n, err := src.Read(*buf)
+		if n > 0 && werr == nil {
+			_, werr = dst.Write((*buf)[:n])
+		}
+		if err != nil {
+			break // io.EOF: every writer is gone; or Close
+		}
+	}
+	_ = dst.Close() // the client now reads EOF
+	_ = src.Close()
+}
+
+func (p *Pipes) copierDone() {
+	p.mu.Lock()
+	p.pending--
+	last := p.pending == 0
+	p.mu.Unlock()
+	if last {
+		close(p.done)
+	}
+}
+
+// copyStdin copies the stdin FIFO into the process until EOF, then closes the
+// process's stdin.
+func copyStdin(dst, src *os.File) {
+	buf := getBuf()
+	defer putBuf(buf)
+	for {
+		n, err := src.Read(*buf)
+		if n > 0 {
+			if _, werr := dst.Write((*buf)[:n]); werr != nil {
+				break // the process closed its stdin
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	_ = dst.Close() // the process reads EOF
+	_ = src.Close()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+func chown(f *os.File, cfg Config) error {
+	if cfg.UID == 0 && cfg.GID == 0 {
+		return nil
+	}
+	if err := f.Chown(cfg.UID, cfg.GID); err != nil {
+		return fmt.Errorf("chown stdio pipe: %w", err)
+	}
+	return nil
+}
+
+func isFileURI(s string) bool { return strings.HasPrefix(s, "file://") }
+
+// fifoPath accepts a plain path or a fifo:// URI.
+func fifoPath(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("stdio uri %q: %w", s, err)
+	}
+	if u.Scheme != "fifo" {
+		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)
+	}
+	return u.Path, nil
+}

@@ -1,0 +1,189 @@
+package stdio
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func mkfifo(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestOutputReachesClientWithEOF(t *testing.T) {
+	out, errp := mkfifo(t, "out"), mkfifo(t, "err")
+	p, err := Open(Config{Stdout: out, Stderr: "fifo://" + errp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The client opens its read ends (as ctr does).
+	rOut, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rOut.Close()
+	rErr, err := os.Open(errp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rErr.Close()
+
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	c := p.Child()
+	go func() { // plays the process
+		_, _ = c.Stdout.Write(data)
+		_, _ = c.Stdout.Write([]byte("last line without newline"))
+		_, _ = c.Stderr.Write([]byte("oops"))
+		p.CloseChild()
+	}()
+	gotErr := make(chan []byte)
+	go func() { b, _ := io.ReadAll(rErr); gotErr <- b }()
+	got, err := io.ReadAll(rOut) // returns only at EOF: the shim closed the FIFO
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte{}, data...), "last line without newline"...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("stdout: got %d bytes, want %d", len(got), len(want))
+	}
+	if e := <-gotErr; string(e) != "oops" {
+		t.Fatalf("stderr %q", e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNoEPIPEWithoutClient: with no client reading, the process's writes
+// still succeed (up to the buffers) and do not raise SIGPIPE/EPIPE.
+func TestNoEPIPEWithoutClient(t *testing.T) {
+	out := mkfifo(t, "out")
+	p, err := Open(Config{Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := p.Child()
+	if _, err := c.Stdout.Write([]byte("nobody listens\n")); err != nil {
+		t.Fatalf("write with no client: %v", err)
+	}
+	// A client that attaches later gets what was written.
+	r, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p.CloseChild()
+	b, _ := io.ReadAll(r)
+	if string(b) != "nobody listens\n" {
+		t.Fatalf("late client read %q", b)
+	}
+}
+
+func TestStdinHeldUntilCloseStdin(t *testing.T) {
+	in := mkfifo(t, "in")
+	p, err := Open(Config{Stdin: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	w, err := os.OpenFile(in, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close() // the client detaches: the process must not see EOF yet
+	c := p.Child()
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(c.Stdin, buf); err != nil || string(buf) != "abc" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	eof := make(chan error, 1)
+	go func() { _, err := c.Stdin.Read(make([]byte, 1)); eof <- err }()
+	select {
+	case err := <-eof:
+		t.Fatalf("stdin ended before CloseStdin: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := p.CloseStdin(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-eof:
+		if err != io.EOF {
+			t.Fatalf("got %v, want EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no EOF after CloseStdin")
+	}
+}
+
+func TestFileURI(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "sub", "x.log")
+	if err := os.MkdirAll(filepath.Dir(log), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(log, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Stdout: "file://" + log, Stderr: "file://" + log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.Child()
+	if c.Stdout == nil || c.Stdout != c.Stderr {
+		t.Fatal("stdout and stderr must share the log file")
+	}
+	_, _ = c.Stdout.Write([]byte("out\n"))
+	_, _ = c.Stderr.Write([]byte("err\n"))
+	p.CloseChild()
+	_ = p.Close()
+	b, _ := os.ReadFile(log)
+	if string(b) != "old\nout\nerr\n" {
+		t.Fatalf("log %q", b)
+	}
+}
+
+func TestNullAndErrors(t *testing.T) {
+	p, err := Open(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Child(); c.Stdin != nil || c.Stdout != nil || c.Stderr != nil {
+		t.Fatal("null io must give /dev/null (nil files)")
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []Config{
+		{Stdout: "binary:///usr/bin/logger"},
+		{Stdout: filepath.Join(t.TempDir(), "missing")},
+		{Stdout: "file://"},
+		{Terminal: true},
+	} {
+		if _, err := Open(cfg); err == nil {
+			t.Errorf("Open(%+v) succeeded", cfg)
+		} else if strings.TrimSpace(err.Error()) == "" {
+			t.Errorf("Open(%+v): empty error", cfg)
+		}
+	}
+}
