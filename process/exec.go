@@ -1,0 +1,188 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/oci"
+	"github.com/leanshim/leanshim/reaper"
+	"github.com/leanshim/leanshim/stdio"
+)
+
+// ExecConfig describes an extra process to run in a container.
+type ExecConfig struct {
+	ID   string
+	Spec []byte // the OCI Process, as JSON
+	IO   IOConfig
+	// OnExit is called once, from the exit watcher, after the state is
+	// Stopped and Done is closed. It must not block.
+	OnExit func(Exit)
+}
+
+// Exec is an extra process in a container. It is Created by NewExec and
+// runs only when Start is called.
+type Exec struct {
+	id     string
+	init   *Init
+	cfg    ExecConfig
+	io     *stdio.Pipes // set by Start
+	onExit func(Exit)
+
+	mu    sync.Mutex // guards state, pid, exit, io
+	state State
+	pid   int
+	exit  Exit
+
+	done chan struct{} // closed once the exit is recorded
+}
+
+// NewExec registers an exec of the container. Nothing runs until Start.
+func (p *Init) NewExec(cfg ExecConfig) *Exec {
+	return &Exec{id: cfg.ID, init: p, cfg: cfg, onExit: cfg.OnExit, state: Created, done: make(chan struct{})}
+}
+
+// ID returns the exec id.
+func (e *Exec) ID() string { return e.id }
+
+// Done is closed when the exec has exited.
+func (e *Exec) Done() <-chan struct{} { return e.done }
+
+// Status returns the state, pid and (once Stopped) exit.
+func (e *Exec) Status() (State, int, Exit) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state, e.pid, e.exit
+}
+
+// Start runs the exec through the runtime and returns its pid.
+func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
+	e.mu.Lock()
+	if e.state != Created || e.io != nil {
+		s := e.state
+		e.mu.Unlock()
+		return 0, fmt.Errorf("cannot start a %s exec: %w", s, ErrInvalidState)
+	}
+	io, err := stdio.Open(e.cfg.IO)
+	if err != nil {
+		e.mu.Unlock()
+		return 0, fmt.Errorf("open stdio: %w", err)
+	}
+	e.io = io // from now on a second Start is refused
+	e.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			_ = io.Close()
+		}
+	}()
+
+	bundle := e.init.bundle
+	spec := filepath.Join(bundle, "."+e.id+".process.json")
+	if err := os.WriteFile(spec, e.cfg.Spec, 0o600); err != nil {
+		io.CloseChild()
+		return 0, fmt.Errorf("write exec spec: %w", err)
+	}
+	defer os.Remove(spec)
+
+	tr := e.init.factory.reaper.Track()
+	defer tr.Close()
+	pidFile := filepath.Join(bundle, e.id+".pid")
+	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{ProcessFile: spec, PidFile: pidFile, Stdio: ociStdio(io.Child())})
+	io.CloseChild()
+	if err != nil {
+		return 0, runtimeError("exec", err)
+	}
+	pid, err := readPidFile(pidFile)
+	if err != nil {
+		return 0, err
+	}
+	_ = os.Remove(pidFile) // read once; the bundle keeps no per-exec files
+	e.mu.Lock()
+	e.pid = pid
+	if e.state == Created {
+		e.state = Running
+	}
+	e.mu.Unlock()
+	go e.watch(tr.Claim(pid)) // ends when the exec is reaped
+	return pid, nil
+}
+
+func (e *Exec) watch(exitc <-chan reaper.Exit) {
+	x := <-exitc
+	e.mu.Lock()
+	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
+	e.state = Stopped
+	e.mu.Unlock()
+	close(e.done)
+	if e.onExit != nil {
+		e.onExit(e.exit)
+	}
+}
+
+// Kill signals the exec directly (kill(2)); the runtime is not involved.
+func (e *Exec) Kill(sig int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Holding mu: the watcher cannot mark the exec stopped meanwhile, and an
+	// unreaped pid cannot be reused, so the signal reaches this process.
+	switch e.state {
+	case Created:
+		return fmt.Errorf("exec %s not started: %w", e.id, ErrInvalidState)
+	case Stopped, Deleted:
+		return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
+	}
+	if err := unix.Kill(e.pid, unix.Signal(sig)); err != nil {
+		if err == unix.ESRCH {
+			return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
+		}
+		return fmt.Errorf("kill exec %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// Wait blocks until the exec has exited or ctx ends.
+func (e *Exec) Wait(ctx context.Context) (Exit, error) {
+	select {
+	case <-e.done:
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.exit, nil
+	case <-ctx.Done():
+		return Exit{}, ctx.Err()
+	}
+}
+
+// Delete forgets a Created or Stopped exec after its output has drained.
+func (e *Exec) Delete(ctx context.Context) (Exit, error) {
+	e.mu.Lock()
+	s, io := e.state, e.io
+	if s != Created && s != Stopped {
+		e.mu.Unlock()
+		return Exit{}, fmt.Errorf("cannot delete a %s exec: %w", s, ErrInvalidState)
+	}
+	e.state = Deleted
+	x := e.exit
+	e.mu.Unlock()
+	if io != nil {
+		drainCtx, cancel := context.WithTimeout(ctx, ioDrainTimeout)
+		_ = io.Wait(drainCtx)
+		cancel()
+		_ = io.Close()
+	}
+	return x, nil
+}
+
+// CloseStdin gives up the shim's hold on the exec's stdin.
+func (e *Exec) CloseStdin() error {
+	e.mu.Lock()
+	io := e.io
+	e.mu.Unlock()
+	if io == nil {
+		return nil
+	}
+	return io.CloseStdin()
+}

@@ -1,0 +1,34 @@
+package process
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestTransitions(t *testing.T) {
+	all := []State{Created, Running, Paused, Stopped, Deleted}
+	want := map[[2]State]bool{
+		{Created, Running}: true, {Created, Stopped}: true, {Created, Deleted}: true,
+		{Running, Paused}: true, {Running, Stopped}: true,
+		{Paused, Running}: true, {Paused, Stopped}: true,
+		{Stopped, Deleted}: true,
+	}
+	for _, from := range all {
+		for _, to := range all {
+			s := from
+			err := move(&s, to)
+			if want[[2]State{from, to}] {
+				if err != nil || s != to {
+					t.Errorf("%s -> %s: %v", from, to, err)
+				}
+				continue
+			}
+			if !errors.Is(err, ErrInvalidState) || s != from {
+				t.Errorf("%s -> %s allowed (err %v)", from, to, err)
+			}
+		}
+	}
+	if Deleted.String() != "deleted" || State(42).String() != "State(42)" {
+		t.Error("String")
+	}
+}
