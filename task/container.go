@@ -1,0 +1,139 @@
+package task
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/events"
+	"github.com/leanshim/leanshim/proto/taskapi"
+)
+
+// container is one task: its init, its execs and the ordering of its
+// events. The contract, enforced here and nowhere else:
+//   - a process's start event (TaskStart, TaskExecStarted) is published before
+//     its TaskExit, even when it exits before Start returns;
+//   - every exec's TaskExit is published before the init's TaskExit;
+//   - TaskDelete comes after the init's TaskExit (Delete needs a stopped init).
+//
+// Events are queued with Publisher.Publish, which never blocks, while c.mu is
+// held, so the queue order is the decision order.
+type container struct {
+	id     string
+	init   *process.Init
+	req    *taskapi.CreateTaskRequest // the stdio and bundle, for State
+	pub    *Publisher
+	onDone func(func()) // runs background work owned by the Service
+
+	mu           sync.Mutex // guards the fields below
+	execs        map[string]*execEntry
+	initGate     gate
+	liveExecs    int           // execs started (or starting) whose exit is not published
+	initExited   bool          // the init's exit is known
+	pendingInit  *process.Exit // init exit held back until liveExecs is 0
+	initReported bool          // the init's TaskExit is queued
+}
+
+// execEntry is an exec with the request that made it.
+type execEntry struct {
+	p    *process.Exec
+	req  *taskapi.ExecProcessRequest
+	gate gate
+}
+
+// gate holds back a process's exit while its Start is running, so that the
+// start event goes first.
+type gate struct {
+	starting bool
+	started  bool
+	held     *process.Exit
+}
+
+// beginStart marks a Start in progress; the exit, if it comes, is held.
+func (g *gate) beginStart() { g.starting = true }
+
+// exitArrived returns true if the exit may be reported now; otherwise it is
+// held until endStart.
+func (g *gate) exitArrived(e process.Exit) bool {
+	if g.starting {
+		g.held = &e
+		return false
+	}
+	return true
+}
+
+// endStart ends a Start and returns a held exit to report now, if any.
+func (g *gate) endStart(ok bool) *process.Exit {
+	g.starting = false
+	g.started = g.started || ok
+	e := g.held
+	g.held = nil
+	return e
+}
+
+// onInitExit is the init's OnExit hook (called from its exit watcher).
+func (c *container) onInitExit(e process.Exit) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.initExited = true
+	if !c.initGate.exitArrived(e) {
+		return
+	}
+	c.initExitLocked(e)
+}
+
+// initExitLocked reports the init's exit, or holds it until the execs'
+// exits are out. In a shared pid namespace the execs would outlive the init,
+// so they are killed (as the runc shim does).
+func (c *container) initExitLocked(e process.Exit) {
+	if c.liveExecs > 0 {
+		c.pendingInit = &e
+		if c.init.SharesPidNamespace() {
+			c.onDone(c.killAll)
+		}
+		return
+	}
+	c.publishInitExitLocked(e)
+}
+
+func (c *container) publishInitExitLocked(e process.Exit) {
+	c.initReported = true
+	c.pendingInit = nil
+	c.pub.Publish("/tasks/exit", &events.TaskExit{
+		ContainerId: c.id, Id: c.id, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
+	})
+}
+
+// onExecExit is an exec's OnExit hook.
+func (c *container) onExecExit(x *execEntry, e process.Exit) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !x.gate.exitArrived(e) {
+		return
+	}
+	c.execExitLocked(x, e)
+}
+
+func (c *container) execExitLocked(x *execEntry, e process.Exit) {
+	c.pub.Publish("/tasks/exit", &events.TaskExit{
+		ContainerId: c.id, Id: x.req.ExecId, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
+	})
+	c.execGoneLocked()
+}
+
+// execGoneLocked counts one exec out; the last one releases a held init exit.
+func (c *container) execGoneLocked() {
+	c.liveExecs--
+	if c.liveExecs == 0 && c.pendingInit != nil {
+		c.publishInitExitLocked(*c.pendingInit)
+	}
+}
+
+// killAll ends every process of a container whose init has exited in a
+// shared pid namespace. It runs outside any lock (it calls the runtime).
+func (c *container) killAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = c.init.Kill(ctx, 9, true) // best effort: they may be gone already
+}

@@ -1,0 +1,80 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/leanshim/leanshim/process"
+)
+
+// Errors of this package; toStatus maps them with the process sentinels.
+var (
+	errNotFound      = errors.New("not found")
+	errAlreadyExists = errors.New("already exists")
+	errInvalid       = errors.New("invalid argument")
+	errPrecondition  = errors.New("failed precondition")
+)
+
+// toStatus converts an error to the ttrpc status containerd expects: it maps
+// NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unimplemented
+// and the context errors to their gRPC codes and everything else to Unknown.
+// containerd turns the codes back into its errdefs classes.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(code(err), err.Error())
+}
+
+func code(err error) codes.Code {
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, process.ErrNotFound), errors.Is(err, process.ErrFinished):
+		return codes.NotFound
+	case errors.Is(err, errAlreadyExists), errors.Is(err, process.ErrAlreadyExists):
+		return codes.AlreadyExists
+	case errors.Is(err, errPrecondition), errors.Is(err, process.ErrInvalidState):
+		return codes.FailedPrecondition
+	case errors.Is(err, errInvalid), errors.Is(err, process.ErrInvalidArgument):
+		return codes.InvalidArgument
+	case errors.Is(err, errors.ErrUnsupported):
+		return codes.Unimplemented
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Unknown
+}
+
+// validID checks an id the way containerd's identifiers package does: 1-76
+// characters of [A-Za-z0-9] separated by single '.', '_' or '-'. The ids
+// name files in the bundle, so '/' and ".." must never get through.
+func validID(kind, id string) error {
+	if id == "" || len(id) > 76 {
+		return fmt.Errorf("%s %q: must be 1 to 76 characters: %w", kind, id, errInvalid)
+	}
+	prevSep := true
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		sep := c == '.' || c == '_' || c == '-'
+		if !alnum && !sep || sep && prevSep {
+			return fmt.Errorf("%s %q: only letters and digits separated by '.', '_' or '-': %w", kind, id, errInvalid)
+		}
+		prevSep = sep
+	}
+	if prevSep {
+		return fmt.Errorf("%s %q: must not end with a separator: %w", kind, id, errInvalid)
+	}
+	return nil
+}
+
+// errUnsupported marks what this shim does not do (yet): Unimplemented.
+var errUnsupported = errors.ErrUnsupported

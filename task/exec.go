@@ -1,0 +1,137 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	gogotypes "github.com/gogo/protobuf/types"
+
+	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/events"
+	"github.com/leanshim/leanshim/proto/runcopts"
+	"github.com/leanshim/leanshim/proto/taskapi"
+)
+
+// Exec registers an exec (it runs on Start) and publishes TaskExecAdded.
+func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := validID("exec id", r.ExecId); err != nil {
+		return nil, toStatus(err)
+	}
+	if r.Spec == nil || !json.Valid(r.Spec.Value) {
+		return nil, toStatus(fmt.Errorf("exec %q: spec is not a JSON OCI process: %w", r.ExecId, errInvalid))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.execs[r.ExecId]; ok {
+		return nil, toStatus(fmt.Errorf("exec %q: %w", r.ExecId, errAlreadyExists))
+	}
+	if c.initExited {
+		return nil, toStatus(fmt.Errorf("container %q has exited: %w", c.id, errPrecondition))
+	}
+	x := &execEntry{req: r}
+	x.p = c.init.NewExec(process.ExecConfig{
+		ID: r.ExecId, Spec: r.Spec.Value,
+		IO:     process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		OnExit: func(e process.Exit) { c.onExecExit(x, e) },
+	})
+	c.execs[r.ExecId] = x
+	c.pub.Publish("/tasks/exec-added", &events.TaskExecAdded{ContainerId: c.id, ExecId: r.ExecId})
+	return empty, nil
+}
+
+// exec returns a registered exec or NotFound.
+func (c *container) exec(id string) (*execEntry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x, ok := c.execs[id]
+	if !ok {
+		return nil, fmt.Errorf("exec %q of container %q: %w", id, c.id, errNotFound)
+	}
+	return x, nil
+}
+
+// startExec starts an exec. New execs are refused once the init has exited,
+// so none can publish an exit after the init's.
+func (c *container) startExec(ctx context.Context, id string) (int, error) {
+	c.mu.Lock()
+	x, ok := c.execs[id]
+	switch {
+	case !ok:
+		c.mu.Unlock()
+		return 0, fmt.Errorf("exec %q of container %q: %w", id, c.id, errNotFound)
+	case c.initExited:
+		c.mu.Unlock()
+		return 0, fmt.Errorf("container %q has exited: %w", c.id, errPrecondition)
+	}
+	c.liveExecs++
+	x.gate.beginStart()
+	c.mu.Unlock()
+
+	pid, err := x.p.Start(ctx) // the runtime runs with no lock held
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.pub.Publish("/tasks/exec-started", &events.TaskExecStarted{ContainerId: c.id, ExecId: id, Pid: uint32(pid)})
+	}
+	held := x.gate.endStart(err == nil)
+	switch {
+	case err != nil:
+		c.execGoneLocked() // it never ran: no exit will come
+		return 0, err
+	case held != nil:
+		c.execExitLocked(x, *held)
+	}
+	return pid, nil
+}
+
+func (c *container) deleteExec(ctx context.Context, id string) (*taskapi.DeleteResponse, error) {
+	x, err := c.exec(id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	e, err := x.p.Delete(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c.mu.Lock()
+	delete(c.execs, id)
+	c.mu.Unlock()
+	return &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
+}
+
+// execPids maps the pids of started execs to their ids.
+func (c *container) execPids() map[int]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[int]string, len(c.execs))
+	for id, x := range c.execs {
+		if _, pid, _ := x.p.Status(); pid > 0 {
+			m[pid] = id
+		}
+	}
+	return m
+}
+
+// ResizePty resizes a process's terminal; a process without one ignores it.
+func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.ExecId != "" {
+		if _, err := c.exec(r.ExecId); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	return empty, nil
+}
+
+func processDetails(execID string) (*gogotypes.Any, error) {
+	return marshalAny(&runcopts.ProcessDetails{ExecId: execID})
+}

@@ -1,0 +1,193 @@
+package task
+
+import (
+	"context"
+	"fmt"
+
+	gogotypes "github.com/gogo/protobuf/types"
+
+	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/events"
+	"github.com/leanshim/leanshim/proto/taskapi"
+)
+
+// Create creates the container (runtime create) and publishes TaskCreate.
+func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *taskapi.CreateTaskResponse, retErr error) {
+	if err := validID("container id", r.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	if r.Bundle == "" {
+		return nil, toStatus(fmt.Errorf("bundle path is empty: %w", errInvalid))
+	}
+	if r.Checkpoint != "" {
+		return nil, toStatus(fmt.Errorf("restore from checkpoint: %w", errUnsupported))
+	}
+	opts, err := decodeOptions(r.Options)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	// Reserve the id: a nil entry makes a concurrent Create of the same id
+	// fail, and every other rpc treat it as not found yet.
+	s.mu.Lock()
+	if _, ok := s.containers[r.Id]; ok {
+		s.mu.Unlock()
+		return nil, toStatus(fmt.Errorf("container %q: %w", r.Id, errAlreadyExists))
+	}
+	s.containers[r.Id] = nil
+	s.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			s.mu.Lock()
+			delete(s.containers, r.Id)
+			s.mu.Unlock()
+		}
+	}()
+
+	c := &container{id: r.Id, req: r, pub: s.cfg.Publisher, onDone: s.goBackground, execs: make(map[string]*execEntry)}
+	mounts := make([]process.Mount, 0, len(r.Rootfs))
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	init, err := s.cfg.Processes.NewInit(ctx, process.InitConfig{
+		ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
+		IO:           process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal, UID: int(opts.IoUid), GID: int(opts.IoGid)},
+		NoPivot:      opts.NoPivotRoot,
+		NoNewKeyring: opts.NoNewKeyring,
+		Runtime:      s.runtimeConfig(r.Bundle, opts),
+		OnExit:       c.onInitExit,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pid := init.Pid()
+	c.mu.Lock()
+	c.init = init
+	// Queued before the container is visible, so before any exit of it.
+	s.cfg.Publisher.Publish("/tasks/create", &events.TaskCreate{
+		ContainerId: r.Id, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(pid),
+		Io: &events.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+	})
+	c.mu.Unlock()
+	s.mu.Lock()
+	s.containers[r.Id] = c
+	s.mu.Unlock()
+	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// Start starts the init (no exec id) or an exec, and publishes TaskStart or
+// TaskExecStarted before that process's TaskExit.
+func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.ExecId != "" {
+		pid, err := c.startExec(ctx, r.ExecId)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+	}
+	c.mu.Lock()
+	c.initGate.beginStart()
+	c.mu.Unlock()
+	err = c.init.Start(ctx)
+	c.mu.Lock()
+	if err == nil {
+		c.pub.Publish("/tasks/start", &events.TaskStart{ContainerId: c.id, Pid: uint32(c.init.Pid())})
+	}
+	if e := c.initGate.endStart(err == nil); e != nil {
+		c.initExitLocked(*e)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &taskapi.StartResponse{Pid: uint32(c.init.Pid())}, nil
+}
+
+// Delete deletes the init (the container) or an exec.
+func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.ExecId != "" {
+		return c.deleteExec(ctx, r.ExecId)
+	}
+	c.mu.Lock()
+	live := c.liveExecs
+	c.mu.Unlock()
+	if live > 0 {
+		st, _, _ := c.init.Status()
+		if st != process.Created {
+			return nil, toStatus(fmt.Errorf("container %q has %d running execs: %w", r.Id, live, errPrecondition))
+		}
+	}
+	e, err := c.init.Delete(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.mu.Lock()
+	delete(s.containers, r.Id)
+	s.mu.Unlock()
+	c.mu.Lock()
+	if !c.initReported && c.pendingInit == nil && c.initExited {
+		// Cannot happen (the exit is reported before Wait returns), kept
+		// so TaskDelete can never precede TaskExit.
+		c.publishInitExitLocked(e)
+	}
+	c.pub.Publish("/tasks/delete", &events.TaskDelete{
+		ContainerId: c.id, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
+	})
+	c.mu.Unlock()
+	return &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
+}
+
+// Pause freezes the container.
+func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := c.init.Pause(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	s.cfg.Publisher.Publish("/tasks/paused", &events.TaskPaused{ContainerId: r.Id})
+	return empty, nil
+}
+
+// Resume thaws the container.
+func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := c.init.Resume(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	s.cfg.Publisher.Publish("/tasks/resumed", &events.TaskResumed{ContainerId: r.Id})
+	return empty, nil
+}
+
+// Update changes the container's resources (LinuxResources JSON in the Any).
+func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.Resources == nil || len(r.Resources.Value) == 0 {
+		return nil, toStatus(fmt.Errorf("update without resources: %w", errInvalid))
+	}
+	return empty, toStatus(c.init.Update(ctx, r.Resources.Value))
+}
+
+// Checkpoint is not supported yet.
+func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*gogotypes.Empty, error) {
+	return nil, toStatus(fmt.Errorf("checkpoint: %w", errUnsupported))
+}
+
+// Stats is not supported yet.
+func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
+	return nil, toStatus(fmt.Errorf("stats: %w", errUnsupported))
+}

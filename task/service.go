@@ -1,0 +1,231 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	gogotypes "github.com/gogo/protobuf/types"
+
+	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/taskapi"
+	"github.com/leanshim/leanshim/proto/tasktypes"
+)
+
+// Config wires a Service.
+type Config struct {
+	Namespace string
+	Processes *process.Factory
+	Publisher *Publisher
+	Log       *slog.Logger
+	// Shutdown is called (once, without blocking) when the Shutdown rpc
+	// finds no task left: the shim should stop serving and exit.
+	Shutdown func()
+}
+
+// Service implements taskapi.TaskService for every container of one shim.
+type Service struct {
+	cfg Config
+
+	mu         sync.Mutex            // guards containers
+	containers map[string]*container // nil value: a Create in progress
+
+	bg       sync.WaitGroup // background work (killAll); WaitBackground joins it
+	shutOnce sync.Once
+}
+
+var _ taskapi.TaskService = (*Service)(nil)
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, containers: make(map[string]*container)}
+}
+
+// WaitBackground blocks until the Service's background work has finished.
+func (s *Service) WaitBackground() { s.bg.Wait() }
+
+func (s *Service) goBackground(fn func()) {
+	s.bg.Go(fn) // owned by s; joined by WaitBackground
+}
+
+// get returns the container of id, or a NotFound error.
+func (s *Service) get(id string) (*container, error) {
+	s.mu.Lock()
+	c := s.containers[id]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errNotFound)
+	}
+	return c, nil
+}
+
+// Count returns how many containers the shim serves.
+func (s *Service) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.containers)
+}
+
+// State reports a process's status.
+func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &taskapi.StateResponse{Id: r.Id, Bundle: c.req.Bundle}
+	var st process.State
+	var pid int
+	var e process.Exit
+	if r.ExecId == "" {
+		st, pid, e = c.init.Status()
+		resp.Stdin, resp.Stdout, resp.Stderr, resp.Terminal = c.req.Stdin, c.req.Stdout, c.req.Stderr, c.req.Terminal
+	} else {
+		x, err := c.exec(r.ExecId)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		st, pid, e = x.p.Status()
+		resp.ExecId = r.ExecId
+		resp.Stdin, resp.Stdout, resp.Stderr, resp.Terminal = x.req.Stdin, x.req.Stdout, x.req.Stderr, x.req.Terminal
+	}
+	resp.Pid = uint32(pid)
+	resp.Status = wireStatus(st)
+	if st == process.Stopped || st == process.Deleted {
+		resp.ExitStatus = uint32(e.Status)
+		resp.ExitedAt = timestamp(e.At)
+	}
+	return resp, nil
+}
+
+// Pids lists the container's processes; execs carry their exec id.
+func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pids, err := c.init.Pids(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	execByPid := c.execPids()
+	resp := &taskapi.PidsResponse{}
+	for _, pid := range pids {
+		info := &tasktypes.ProcessInfo{Pid: uint32(pid)}
+		if execID, ok := execByPid[pid]; ok {
+			if info.Info, err = processDetails(execID); err != nil {
+				return nil, toStatus(err)
+			}
+		}
+		resp.Processes = append(resp.Processes, info)
+	}
+	return resp, nil
+}
+
+// Kill signals the init (all: every process) or an exec.
+func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.ExecId != "" {
+		x, err := c.exec(r.ExecId)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return empty, toStatus(x.p.Kill(int(r.Signal)))
+	}
+	return empty, toStatus(c.init.Kill(ctx, int(r.Signal), r.All))
+}
+
+// Wait blocks until the process exits and returns its exit.
+func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var e process.Exit
+	if r.ExecId == "" {
+		e, err = c.init.Wait(ctx)
+	} else {
+		var x *execEntry
+		if x, err = c.exec(r.ExecId); err == nil {
+			e, err = x.p.Wait(ctx)
+		}
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &taskapi.WaitResponse{ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
+}
+
+// Connect reports the shim's pid and the init's pid (0 for an unknown id).
+func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
+	resp := &taskapi.ConnectResponse{ShimPid: uint32(os.Getpid())}
+	if c, err := s.get(r.Id); err == nil {
+		resp.TaskPid = uint32(c.init.Pid())
+	}
+	return resp, nil
+}
+
+// Shutdown ends the shim once no task is left; with tasks left it is a no-op
+// (another container of the group still needs the shim).
+func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*gogotypes.Empty, error) {
+	if s.Count() > 0 {
+		return empty, nil
+	}
+	s.shutOnce.Do(func() {
+		if s.cfg.Shutdown != nil {
+			s.cfg.Shutdown()
+		}
+	})
+	return empty, nil
+}
+
+// CloseIO closes the shim's hold on a process's stdin.
+func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*gogotypes.Empty, error) {
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if !r.Stdin {
+		return empty, nil
+	}
+	if r.ExecId == "" {
+		return empty, toStatus(c.init.CloseStdin())
+	}
+	x, err := c.exec(r.ExecId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return empty, toStatus(x.p.CloseStdin())
+}
+
+var empty = &gogotypes.Empty{}
+
+func wireStatus(s process.State) tasktypes.Status {
+	switch s {
+	case process.Created:
+		return tasktypes.Status_CREATED
+	case process.Running:
+		return tasktypes.Status_RUNNING
+	case process.Paused:
+		return tasktypes.Status_PAUSED
+	case process.Stopped, process.Deleted:
+		return tasktypes.Status_STOPPED
+	}
+	return tasktypes.Status_UNKNOWN
+}
+
+func timestamp(t time.Time) *gogotypes.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	ts, err := gogotypes.TimestampProto(t)
+	if err != nil {
+		return nil
+	}
+	return ts
+}
