@@ -4,11 +4,11 @@ import "strconv"
 
 // Config describes one runtime binary as used for one container.
 type Config struct {
-	Binary        string // name or path; "runc" when empty
-	Root          string // state root, e.g. /run/containerd/runc/<namespace>
-	Log           string // JSON log file, e.g. <bundle>/log.json
-	SystemdCgroup bool
-	Debug         bool
+	Binary        string `json:"binary,omitempty"` // name or path; "runc" when empty
+	Root          string `json:"root"`             // state root, e.g. /run/containerd/runc/<namespace>
+	Log           string `json:"log,omitempty"`    // JSON log file, e.g. <bundle>/log.json
+	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
+	Debug         bool   `json:"debug,omitempty"`
 }
 
 // CreateOpts are the options of Create.

@@ -67,9 +67,8 @@ func classify(msg string) error {
 		strings.Contains(m, "process already finished"),
 		strings.Contains(m, "no such process"):
 		return ErrNotRunning
-	case strings.Contains(m, "does not exist"),
-		strings.Contains(m, "container not found"),
-		strings.Contains(m, "not found"):
+	case strings.Contains(m, "does not exist"), // runc
+		strings.Contains(m, "container not found"): // crun
 		return ErrNotExist
 	}
 	return nil

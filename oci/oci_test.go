@@ -56,7 +56,7 @@ func TestClassify(t *testing.T) {
 		{`container "c1" does not exist`, ErrNotExist},
 		{"container does not exist", ErrNotExist},
 		{"error opening file `/run/crun/c1/status`: container not found", ErrNotExist},
-		{`exec: "nope": executable file not found in $PATH`, ErrNotExist},
+		{`exec: "nope": executable file not found in $PATH`, nil},
 		{"permission denied", nil},
 	}
 	for _, tc := range tests {

@@ -67,7 +67,9 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 		e.mu.Unlock()
 		return 0, fmt.Errorf("cannot start a %s exec: %w", s, ErrInvalidState)
 	}
-	io, err := stdio.Open(e.cfg.IO)
+	iocfg := e.cfg.IO
+	iocfg.Start, iocfg.ID = e.init.factory.starter(), e.init.id
+	io, err := stdio.Open(iocfg)
 	if err != nil {
 		e.mu.Unlock()
 		return 0, fmt.Errorf("open stdio: %w", err)

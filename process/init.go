@@ -36,6 +36,7 @@ type Init struct {
 	rt         Runtime
 	io         *stdio.Pipes
 	mounted    bool
+	sharedPid  bool // the container does not own its pid namespace
 	factory    *Factory
 	onExit     func(Exit)
 
@@ -55,6 +56,14 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 		rt:   f.newRuntime(cfg.Runtime),
 		done: make(chan struct{}),
 	}
+	shared, err := sharesPidNamespace(cfg.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	}
+	p.sharedPid = shared
+	if err := SaveRuntimeConfig(cfg.Bundle, cfg.Runtime); err != nil {
+		return nil, err
+	}
 	rootfs := filepath.Join(cfg.Bundle, "rootfs")
 	if len(cfg.Rootfs) > 0 {
 		if err := mountRootfs(rootfs, cfg.Rootfs); err != nil {
@@ -67,7 +76,9 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 			}
 		}()
 	}
-	io, err := stdio.Open(cfg.IO)
+	iocfg := cfg.IO
+	iocfg.Start, iocfg.ID = f.starter(), cfg.ID
+	io, err := stdio.Open(iocfg)
 	if err != nil {
 		return nil, fmt.Errorf("open stdio: %w", err)
 	}
@@ -136,6 +147,10 @@ func (p *Init) Pid() int {
 	defer p.mu.Unlock()
 	return p.pid
 }
+
+// SharesPidNamespace reports whether the container runs in a pid namespace
+// it does not own, so its other processes outlive the init.
+func (p *Init) SharesPidNamespace() bool { return p.sharedPid }
 
 // Done is closed when the init has exited.
 func (p *Init) Done() <-chan struct{} { return p.done }
@@ -271,4 +286,3 @@ func (p *Init) Update(ctx context.Context, resources []byte) error {
 	}
 	return nil
 }
-

@@ -2,9 +2,12 @@ package process
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +51,18 @@ func NewFactory(r *reaper.Reaper) *Factory {
 	return &Factory{reaper: r, newRuntime: func(c oci.Config) Runtime { return oci.New(c, r) }}
 }
 
+// starter lets stdio start helper processes (binary:// loggers) through the
+// reaper.
+func (f *Factory) starter() stdio.Starter {
+	return func(cmd *exec.Cmd) (func(), error) {
+		ch, err := f.reaper.Start(cmd)
+		if err != nil {
+			return nil, err
+		}
+		return func() { <-ch; reaper.Release(cmd) }, nil
+	}
+}
+
 // RuntimeConfig selects and configures the OCI runtime binary of a container.
 type RuntimeConfig = oci.Config
 
@@ -55,9 +70,12 @@ type RuntimeConfig = oci.Config
 type IOConfig = stdio.Config
 
 // runtimeError wraps a runtime failure the way containerd words it
-// ("OCI runtime create failed: <runtime message>") and keeps the class.
+// ("OCI runtime create failed: <runtime message>") and keeps the class. The
+// class only means something for operations on an existing container: a
+// create or exec that fails is a plain failure, whatever the runtime said.
 func runtimeError(op string, err error) error {
 	switch {
+	case op == "create" || op == "exec":
 	case errors.Is(err, oci.ErrNotRunning):
 		return fmt.Errorf("OCI runtime %s failed: %w: %w", op, err, ErrFinished)
 	case errors.Is(err, oci.ErrNotExist):
@@ -80,4 +98,68 @@ func readPidFile(path string) (int, error) {
 
 func ociStdio(f stdio.Files) oci.Stdio {
 	return oci.Stdio{Stdin: f.Stdin, Stdout: f.Stdout, Stderr: f.Stderr}
+}
+
+// runtimeConfigFile is where NewInit records the runtime a container uses, so
+// the shim's delete action can clean up from the bundle alone.
+const runtimeConfigFile = "leanshim-runtime.json"
+
+// SaveRuntimeConfig records c in the bundle.
+func SaveRuntimeConfig(bundle string, c RuntimeConfig) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(bundle, "."+runtimeConfigFile)
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("record runtime config: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(bundle, runtimeConfigFile))
+}
+
+// LoadRuntimeConfig reads what SaveRuntimeConfig recorded.
+func LoadRuntimeConfig(bundle string) (RuntimeConfig, error) {
+	var c RuntimeConfig
+	b, err := os.ReadFile(filepath.Join(bundle, runtimeConfigFile))
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("parse %s: %w", runtimeConfigFile, err)
+	}
+	return c, nil
+}
+
+// NewRuntime returns a runtime client for c whose children the factory's
+// reaper waits for. The shim's delete action uses it.
+func (f *Factory) NewRuntime(c RuntimeConfig) Runtime { return f.newRuntime(c) }
+
+// sharesPidNamespace reports whether the bundle's spec runs the container in
+// a pid namespace it does not own (the host's or another container's): then
+// the init's exit does not end the other processes, and the shim must.
+func sharesPidNamespace(bundle string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return false, fmt.Errorf("read spec: %w", err)
+	}
+	var spec struct {
+		Linux *struct {
+			Namespaces []struct {
+				Type string `json:"type"`
+				Path string `json:"path"`
+			} `json:"namespaces"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return false, fmt.Errorf("parse spec: %w", err)
+	}
+	if spec.Linux == nil {
+		return true, nil
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == "pid" {
+			return ns.Path != "", nil
+		}
+	}
+	return true, nil
 }

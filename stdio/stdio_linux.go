@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,17 @@ type Config struct {
 	Stdin, Stdout, Stderr string
 	Terminal              bool
 	UID, GID              int
+	// Start starts a helper process of the streams (a binary:// logger)
+	// and returns a function that blocks until it has exited. The shim's
+	// reaper must be the one that waits (it is the only wait4 caller), so
+	// os/exec's Wait is never used here.
+	Start Starter
+	// ID and Namespace name the container to a binary:// logger.
+	ID, Namespace string
 }
+
+// Starter starts cmd; wait blocks until cmd has exited and frees it.
+type Starter func(cmd *exec.Cmd) (wait func(), err error)
 
 // IsNull reports whether the process has no streams at all.
 func (c Config) IsNull() bool { return c.Stdin == "" && c.Stdout == "" && c.Stderr == "" }
@@ -48,10 +59,13 @@ type Pipes struct {
 // Open opens the streams named by cfg and starts one copier per stream. It
 // does not block on a FIFO that has no reader or writer yet.
 func Open(cfg Config) (_ *Pipes, retErr error) {
-	if cfg.Terminal {
-		return nil, fmt.Errorf("terminal: %w", errors.ErrUnsupported)
-	}
 	p := &Pipes{done: make(chan struct{})}
+	if cfg.Terminal {
+		if err := p.openConsole(cfg); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 	defer func() {
 		if retErr != nil {
 			p.CloseChild()
@@ -164,6 +178,9 @@ func (p *Pipes) openStdin(cfg Config) error {
 func (p *Pipes) openOutputs(cfg Config) error {
 	if isFileURI(cfg.Stdout) || isFileURI(cfg.Stderr) {
 		return p.openLogFile(cfg)
+	}
+	if isBinaryURI(cfg.Stdout) || isBinaryURI(cfg.Stderr) {
+		return p.openBinary(cfg)
 	}
 	for _, s := range []struct {
 		uri string

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Enforces the import direction of STYLE.md §3:
+#   cmd/shim → task → process → {oci → reaper, stdio}; proto is a leaf;
+#   integration sees only proto (and the built binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mod=github.com/leanshim/leanshim
+
+# allowed[pkg] = project packages it may import (prefix match on proto/).
+declare -A allowed=(
+  [reaper]=""
+  [stdio]=""
+  [oci]="reaper"
+  [process]="oci reaper stdio"
+  [task]="process proto"
+  [integration]="proto"
+)
+
+fail=0
+while read -r pkg imports; do
+  rel=${pkg#"$mod"/}
+  top=${rel%%/*}
+  [[ $top == cmd || $top == proto ]] && rules=skip || rules=${allowed[$top]-unknown}
+  if [[ $top == proto ]]; then rules="proto"; fi
+  [[ $rules == skip ]] && continue
+  if [[ $rules == unknown ]]; then
+    echo "check-imports: package $rel has no rule in scripts/check-imports.sh"; fail=1; continue
+  fi
+  for imp in $imports; do
+    [[ $imp == "$mod"/* ]] || continue
+    dep=${imp#"$mod"/}; deptop=${dep%%/*}
+    [[ $deptop == "$top" ]] && continue
+    ok=0
+    for a in $rules; do [[ $deptop == "$a" ]] && ok=1; done
+    if [[ $ok == 0 ]]; then echo "check-imports: $rel must not import $dep"; fail=1; fi
+  done
+done < <(go list -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./...)
+exit $fail
