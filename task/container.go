@@ -20,14 +20,15 @@ import (
 // Events are queued with Publisher.Publish, which never blocks, while c.mu is
 // held, so the queue order is the decision order.
 type container struct {
-	id     string
-	ns     string
-	uid    int // io_uid/io_gid: owner of every process's stdio pipes
-	gid    int
-	init   *process.Init
-	req    *taskapi.CreateTaskRequest // the stdio and bundle, for State
-	pub    *Publisher
-	onDone func(func()) // runs background work owned by the Service
+	id        string
+	ns        string
+	uid       int // io_uid/io_gid: owner of every process's stdio pipes
+	gid       int
+	init      *process.Init
+	sharedPid bool                       // the init's exit does not end the other processes
+	req       *taskapi.CreateTaskRequest // the stdio and bundle, for State
+	pub       *Publisher
+	onDone    func(func()) // runs background work owned by the Service
 
 	mu           sync.Mutex // guards the fields below
 	execs        map[string]*execEntry
@@ -48,31 +49,74 @@ type execEntry struct {
 // gate holds back a process's exit while its Start is running, so that the
 // start event goes first.
 type gate struct {
-	starting bool
-	started  bool
+	starting int // Starts in progress (a second one is refused, but runs)
 	held     *process.Exit
 }
 
 // beginStart marks a Start in progress; the exit, if it comes, is held.
-func (g *gate) beginStart() { g.starting = true }
+func (g *gate) beginStart() { g.starting++ }
 
 // exitArrived returns true if the exit may be reported now; otherwise it is
 // held until endStart.
 func (g *gate) exitArrived(e process.Exit) bool {
-	if g.starting {
+	if g.starting > 0 {
 		g.held = &e
 		return false
 	}
 	return true
 }
 
-// endStart ends a Start and returns a held exit to report now, if any.
-func (g *gate) endStart(ok bool) *process.Exit {
-	g.starting = false
-	g.started = g.started || ok
+// endStart ends a Start and, once no Start is left in progress, returns a
+// held exit to report now.
+func (g *gate) endStart() *process.Exit {
+	g.starting--
+	if g.starting > 0 {
+		return nil
+	}
 	e := g.held
 	g.held = nil
 	return e
+}
+
+// startInit runs start (the runtime's start; it returns the init's pid) with
+// the init's exit held back, so TaskStart is queued first.
+func (c *container) startInit(start func() (int, error)) (int, error) {
+	c.mu.Lock()
+	c.initGate.beginStart()
+	c.mu.Unlock()
+	pid, err := start() // the runtime runs with no lock held
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.pub.Publish("/tasks/start", &events.TaskStart{ContainerId: c.id, Pid: uint32(pid)})
+	}
+	if e := c.initGate.endStart(); e != nil {
+		c.initExitLocked(*e)
+	}
+	return pid, err
+}
+
+// runExecStart runs start (the exec's runtime call; it returns the pid) with
+// the exec's exit held back, so TaskExecStarted is queued first. The caller
+// has counted the exec in liveExecs.
+func (c *container) runExecStart(x *execEntry, start func() (int, error)) (int, error) {
+	c.mu.Lock()
+	x.gate.beginStart()
+	c.mu.Unlock()
+	pid, err := start() // the runtime runs with no lock held
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.pub.Publish("/tasks/exec-started", &events.TaskExecStarted{ContainerId: c.id, ExecId: x.req.ExecId, Pid: uint32(pid)})
+	}
+	held := x.gate.endStart()
+	if err != nil {
+		c.execGoneLocked() // this Start ran nothing: no exit will come of it
+	}
+	if held != nil {
+		c.execExitLocked(x, *held) // the exit of an earlier, successful Start
+	}
+	return pid, err
 }
 
 // onInitExit is the init's OnExit hook (called from its exit watcher).
@@ -92,7 +136,7 @@ func (c *container) onInitExit(e process.Exit) {
 func (c *container) initExitLocked(e process.Exit) {
 	if c.liveExecs > 0 {
 		c.pendingInit = &e
-		if c.init.SharesPidNamespace() {
+		if c.sharedPid {
 			c.onDone(c.killAll)
 		}
 		return

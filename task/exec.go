@@ -69,26 +69,9 @@ func (c *container) startExec(ctx context.Context, id string) (int, error) {
 		c.mu.Unlock()
 		return 0, fmt.Errorf("container %q has exited: %w", c.id, errPrecondition)
 	}
-	c.liveExecs++
-	x.gate.beginStart()
+	c.liveExecs++ // counted before it can exit, so the init's exit waits for it
 	c.mu.Unlock()
-
-	pid, err := x.p.Start(ctx) // the runtime runs with no lock held
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err == nil {
-		c.pub.Publish("/tasks/exec-started", &events.TaskExecStarted{ContainerId: c.id, ExecId: id, Pid: uint32(pid)})
-	}
-	held := x.gate.endStart(err == nil)
-	switch {
-	case err != nil:
-		c.execGoneLocked() // it never ran: no exit will come
-		return 0, err
-	case held != nil:
-		c.execExitLocked(x, *held)
-	}
-	return pid, nil
+	return c.runExecStart(x, func() (int, error) { return x.p.Start(ctx) })
 }
 
 func (c *container) deleteExec(ctx context.Context, id string) (*taskapi.DeleteResponse, error) {

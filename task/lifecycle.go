@@ -62,6 +62,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	pid := init.Pid()
 	c.mu.Lock()
 	c.init = init
+	c.sharedPid = init.SharesPidNamespace()
 	// Queued before the container is visible, so before any exit of it.
 	s.cfg.Publisher.Publish("/tasks/create", &events.TaskCreate{
 		ContainerId: r.Id, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(pid),
@@ -88,22 +89,11 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		}
 		return &taskapi.StartResponse{Pid: uint32(pid)}, nil
 	}
-	c.mu.Lock()
-	c.initGate.beginStart()
-	c.mu.Unlock()
-	err = c.init.Start(ctx)
-	c.mu.Lock()
-	if err == nil {
-		c.pub.Publish("/tasks/start", &events.TaskStart{ContainerId: c.id, Pid: uint32(c.init.Pid())})
-	}
-	if e := c.initGate.endStart(err == nil); e != nil {
-		c.initExitLocked(*e)
-	}
-	c.mu.Unlock()
+	pid, err := c.startInit(func() (int, error) { return c.init.Pid(), c.init.Start(ctx) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &taskapi.StartResponse{Pid: uint32(c.init.Pid())}, nil
+	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
 }
 
 // Delete deletes the init (the container) or an exec.
