@@ -11,6 +11,7 @@ declare -A allowed=(
   [reaper]=""
   [stdio]=""
   [oci]="reaper"
+  [cgroup]="proto"
   [process]="oci reaper stdio"
   [task]="process proto"
   [integration]="proto"

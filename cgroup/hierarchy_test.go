@@ -1,0 +1,202 @@
+package cgroup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestDetectVersion(t *testing.T) {
+	tests := []struct {
+		name        string
+		mountinfo   string
+		controllers map[string][]string // cgroup.controllers by mount point
+		want        Version
+		wantV2      string // V2: the unified mount point
+		wantErr     error
+	}{
+		// This machine: v1 controllers, and a cgroup2 mount holding only
+		// hugetlb (not bound to v1): memory decides, so V1.
+		{"hybrid", "hybrid", map[string][]string{"/sys/fs/cgroup/unified": {"hugetlb"}}, V1, "", nil},
+		{"unified", "unified", map[string][]string{"/sys/fs/cgroup": {"cpuset", "cpu", "io", "memory", "pids"}}, V2, "/sys/fs/cgroup", nil},
+		{"unified without controllers", "unified", nil, V2, "/sys/fs/cgroup", nil},
+		{"legacy", "legacy", nil, V1, "", nil},
+		{"none", "none", nil, 0, "", ErrNoCgroups},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v1, v2 := mountInfo(t, tc.mountinfo)
+			got, m, err := pickVersion(v1, v2, func(p string) []string { return tc.controllers[p] })
+			if !errors.Is(err, tc.wantErr) || got != tc.want || m.point != tc.wantV2 {
+				t.Fatalf("got %v %q %v, want %v %q %v", got, m.point, err, tc.want, tc.wantV2, tc.wantErr)
+			}
+		})
+	}
+}
+
+func mountInfo(t *testing.T, name string) (map[string]mount, []mount) {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "mountinfo", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	v1, v2, err := parseMountInfo(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v1, v2
+}
+
+func TestParseMountInfo(t *testing.T) {
+	v1, v2 := mountInfo(t, "legacy")
+	want := map[string]mount{
+		"name=systemd": {"/sys/fs/cgroup/systemd", "/"},
+		"cpu":          {"/sys/fs/cgroup/cpu,cpuacct", "/"},
+		"cpuacct":      {"/sys/fs/cgroup/cpu,cpuacct", "/"},
+		"memory":       {"/sys/fs/cgroup/memory", "/docker/abc"},
+		"hugetlb":      {"/sys/fs/cgroup/hugetlb", "/"},
+		"pids":         {"/mnt/odd dir/pids", "/"}, // \040 unescaped; the first mount wins
+	}
+	if !reflect.DeepEqual(v1, want) || len(v2) != 0 {
+		t.Fatalf("got %v %v\nwant %v", v1, v2, want)
+	}
+	_, v2 = mountInfo(t, "unified")
+	if !reflect.DeepEqual(v2, []mount{{"/sys/fs/cgroup", "/"}}) {
+		t.Fatalf("unified: %v", v2)
+	}
+}
+
+func TestMountDir(t *testing.T) {
+	m := mount{point: "/sys/fs/cgroup/memory", root: "/docker/abc"}
+	tests := []struct{ path, want string }{
+		{"/docker/abc", "/sys/fs/cgroup/memory"},
+		{"/docker/abc/ctr", "/sys/fs/cgroup/memory/ctr"},
+		{"/docker/abcd", "/sys/fs/cgroup/memory/docker/abcd"}, // not under root: a prefix is not a parent
+		{"/ctr", "/sys/fs/cgroup/memory/ctr"},
+	}
+	for _, tc := range tests {
+		if got := m.dir(tc.path); got != tc.want {
+			t.Errorf("dir(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+	if got := (mount{"/sys/fs/cgroup", "/"}).dir("/a/b"); got != "/sys/fs/cgroup/a/b" {
+		t.Errorf("root mount: %q", got)
+	}
+}
+
+func TestParseProcCgroup(t *testing.T) {
+	got, err := parseProcCgroup("12:cpu,cpuacct:/a\n1:name=systemd:/s\n0::/u\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"cpu": "/a", "cpuacct": "/a", "name=systemd": "/s", "": "/u"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v", got)
+	}
+	if _, err := parseProcCgroup("garbage\n"); err == nil {
+		t.Fatal("malformed line accepted")
+	}
+}
+
+func TestSystemdPath(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{"/kubepods/pod1/c1", "/kubepods/pod1/c1", false},
+		{"relative/c1", "relative/c1", false},
+		{"system.slice:docker:abc", "/system.slice/docker-abc.scope", false},
+		{":cri-containerd:abc", "/system.slice/cri-containerd-abc.scope", false},
+		{"kubepods-besteffort-pod1.slice:cri-containerd:abc", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-abc.scope", false},
+		{"-:p:n", "/p-n.scope", false},
+		{"user.slice:p:my.slice", "/user.slice/my.slice", false},
+		{"bad-.slice:p:n", "", true},
+		{"a/b.slice:p:n", "", true},
+		{"system.slice:p:", "", true},
+	}
+	for _, tc := range tests {
+		got, err := systemdPath(tc.in)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("systemdPath(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// fixtureV1 is a V1 Hierarchy over testdata: each controller's mount root is
+// /ctr/c1, so the cgroup /ctr/c1 of testdata/proc/4242 is testdata/v1/<ctrl>.
+func fixtureV1(t *testing.T) *Hierarchy {
+	t.Helper()
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	h := &Hierarchy{version: V1, proc: abs("testdata/proc"), v1: map[string]mount{}}
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "blkio", "hugetlb"} {
+		h.v1[c] = mount{point: abs(filepath.Join("testdata/v1", c)), root: "/ctr/c1"}
+	}
+	h.v1["name=systemd"] = mount{point: "/nonexistent/systemd", root: "/"}
+	return h
+}
+
+func TestForPid(t *testing.T) {
+	h := fixtureV1(t)
+	cg, err := h.ForPid(4242)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cg.dirs["memory"], h.v1["memory"].point; got != want {
+		t.Fatalf("memory dir %q, want %q", got, want)
+	}
+	// hugetlb is not in /proc/4242/cgroup (not bound on that machine).
+	if _, ok := cg.dirs["hugetlb"]; ok || len(cg.dirs) != 6 {
+		t.Fatalf("dirs %v", cg.dirs)
+	}
+	if _, err := h.ForPid(999999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing pid: %v", err)
+	}
+}
+
+func TestForPath(t *testing.T) {
+	h := &Hierarchy{version: V1, proc: "testdata/proc", v1: map[string]mount{
+		"memory": {"/m", "/"}, "cpu": {"/c", "/"}, "cpuacct": {"/c", "/"}, "pids": {"/p", "/"},
+	}}
+	u := &Hierarchy{version: V2, proc: "testdata/proc", v2: mount{"/sys/fs/cgroup", "/"}}
+	tests := []struct {
+		name string
+		h    *Hierarchy
+		path string
+		want map[string]string // V1 dirs, or "" → the V2 dir
+	}{
+		{"v1 absolute", h, "/ns/c1", map[string]string{"memory": "/m/ns/c1", "cpu": "/c/ns/c1", "cpuacct": "/c/ns/c1", "pids": "/p/ns/c1"}},
+		// Relative to this process's own cgroup (testdata/proc/self/cgroup).
+		{"v1 relative", h, "c1", map[string]string{"memory": "/m/shim/c1", "cpu": "/c/shim/c1", "cpuacct": "/c/shim/c1", "pids": "/p/shim/c1"}},
+		{"v1 systemd", h, "system.slice:x:c1", map[string]string{"memory": "/m/system.slice/x-c1.scope", "cpu": "/c/system.slice/x-c1.scope", "cpuacct": "/c/system.slice/x-c1.scope", "pids": "/p/system.slice/x-c1.scope"}},
+		{"v2 absolute", u, "/ns/c1", map[string]string{"": "/sys/fs/cgroup/ns/c1"}},
+		// Relative to the parent of the own cgroup, as runc's fs2 driver.
+		{"v2 relative", u, "c1", map[string]string{"": "/sys/fs/cgroup/user.slice/c1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cg, err := tc.h.ForPath(tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cg.dirs
+			if cg.version == V2 {
+				got = map[string]string{"": cg.dir}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if _, err := h.ForPath(""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty path: %v", err)
+	}
+}
