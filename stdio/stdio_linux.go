@@ -54,6 +54,10 @@ type Pipes struct {
 
 	pending int           // output copiers still running; guarded by mu
 	done    chan struct{} // closed when pending reaches 0
+
+	logger *logger // binary:// logger or nil; set by Open, stopped by Close
+
+	con *console // the terminal with Config.Terminal, or nil; closed by Close
 }
 
 // Open opens the streams named by cfg and starts one copier per stream. It
@@ -78,7 +82,11 @@ func Open(cfg Config) (_ *Pipes, retErr error) {
 	if err := p.openOutputs(cfg); err != nil {
 		return nil, err
 	}
-	if p.pending == 0 {
+	// Under mu: the copiers already run and decrement pending under mu.
+	p.mu.Lock()
+	idle := p.pending == 0
+	p.mu.Unlock()
+	if idle {
 		close(p.done)
 	}
 	return p, nil
@@ -133,6 +141,9 @@ func (p *Pipes) Close() error {
 	for _, f := range fs {
 		_ = f.Close() // a copier may have closed it already
 	}
+	p.logger.stop() // nil-safe; blocks at most loggerStopWait
+	// nil-safe; waits for the console's copiers
+	p.closeConsole()
 	return nil
 }
 
@@ -245,10 +256,22 @@ func (p *Pipes) openLogFile(cfg Config) error {
 }
 
 // copyOut copies the process's output pipe to its FIFO until EOF, then closes
-// both. If the FIFO cannot be written it keeps draining the pipe, so the
-// process never blocks on a dead reader.
+// both. It splices (no user-space buffer) and falls back to a buffered copy
+// where the kernel refuses splice. If the FIFO cannot be written it keeps
+// draining the pipe, so the process never blocks on a dead reader.
 func (p *Pipes) copyOut(dst, src *os.File) {
 	defer p.copierDone()
+	_, handled, err := spliceCopy(dst, src)
+	if !handled || (err != nil && !errors.Is(err, os.ErrClosed)) {
+		bufferedCopy(dst, src)
+	}
+	_ = dst.Close() // the client now reads EOF
+	_ = src.Close()
+}
+
+// bufferedCopy copies src to dst through a pooled buffer until src ends; a
+// failed write turns it into a drain.
+func bufferedCopy(dst, src *os.File) {
 	buf := getBuf()
 	defer putBuf(buf)
 	var werr error
@@ -258,11 +281,9 @@ func (p *Pipes) copyOut(dst, src *os.File) {
 			_, werr = dst.Write((*buf)[:n])
 		}
 		if err != nil {
-			break // io.EOF: every writer is gone; or Close
+			return // io.EOF: every writer is gone; or Close
 		}
 	}
-	_ = dst.Close() // the client now reads EOF
-	_ = src.Close()
 }
 
 func (p *Pipes) copierDone() {
@@ -278,19 +299,23 @@ func (p *Pipes) copierDone() {
 // copyStdin copies the stdin FIFO into the process until EOF, then closes the
 // process's stdin.
 func copyStdin(dst, src *os.File) {
-	buf := getBuf()
-	defer putBuf(buf)
-	for {
-		n, err := src.Read(*buf)
-		if n > 0 {
-			if _, werr := dst.Write((*buf)[:n]); werr != nil {
-				break // the process closed its stdin
+	_, handled, err := spliceCopy(dst, src)
+	if !handled {
+		buf := getBuf()
+		defer putBuf(buf)
+		for {
+			n, rerr := src.Read(*buf)
+			if n > 0 {
+				if _, werr := dst.Write((*buf)[:n]); werr != nil {
+					break // the process closed its stdin
+				}
+			}
+			if rerr != nil {
+				break
 			}
 		}
-		if err != nil {
-			break
-		}
 	}
+	_ = err         // EPIPE (the process closed its stdin) or Close: both end the copy
 	_ = dst.Close() // the process reads EOF
 	_ = src.Close()
 }

@@ -178,12 +178,60 @@ func TestNullAndErrors(t *testing.T) {
 		{Stdout: "binary:///usr/bin/logger"},
 		{Stdout: filepath.Join(t.TempDir(), "missing")},
 		{Stdout: "file://"},
-		{Terminal: true},
 	} {
 		if _, err := Open(cfg); err == nil {
 			t.Errorf("Open(%+v) succeeded", cfg)
 		} else if strings.TrimSpace(err.Error()) == "" {
 			t.Errorf("Open(%+v): empty error", cfg)
 		}
+	}
+}
+
+// TestEOFWhileFIFOFull: the process writes more than the FIFO holds and
+// exits while nobody reads; once the client reads, it must get every byte
+// and then EOF (splice reports EAGAIN, not EOF, while the FIFO is full).
+func TestEOFWhileFIFOFull(t *testing.T) {
+	out := mkfifo(t, "out")
+	p, err := Open(Config{Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	r, err := os.OpenFile(out, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	data := make([]byte, 100<<10) // more than the FIFO's 64 KiB
+	_, _ = rand.Read(data)
+	c := p.Child()
+	wrote := make(chan struct{})
+	go func() { // plays the process: the pipe takes what the FIFO cannot
+		_, _ = c.Stdout.Write(data)
+		p.CloseChild()
+		close(wrote)
+	}()
+	<-wrote
+	// Wait until the FIFO is full, so the copier sits at EOF behind it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		if n >= 64<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("FIFO holds only %d bytes", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := unix.SetNonblock(int(r.Fd()), false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, want %d", len(got), len(data))
 	}
 }

@@ -1,0 +1,109 @@
+package stdio
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxSplice is how much one splice(2) call may move: the whole of a default
+// pipe buffer and more, so a busy stream costs few system calls.
+const maxSplice = 1 << 20
+
+// errDstFull: splice would block because dst is full, not because src is
+// empty.
+var errDstFull = errors.New("destination full")
+
+// spliceCopy moves everything from src to dst until src reaches EOF, with
+// splice(2): the data never enters the shim's memory and no buffer is held
+// while the stream is idle. Both files must be pollable (a pipe or a FIFO
+// opened non-blocking); waiting happens in Go's poller, never on an OS
+// thread. handled is false when the kernel refuses splice for this pair
+// before any byte moved (the caller then copies through a buffer).
+func spliceCopy(dst, src *os.File) (written int64, handled bool, err error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	var dfd int
+	if err := dstRC.Control(func(fd uintptr) { dfd = int(fd) }); err != nil {
+		return 0, false, nil
+	}
+	for {
+		var n int
+		var serr error
+		// Wait until src is readable, then splice.
+		rerr := srcRC.Read(func(sfd uintptr) bool {
+			n, serr = splice(int(sfd), dfd)
+			return !errors.Is(serr, unix.EAGAIN) // EAGAIN: src empty, wait
+		})
+		if rerr != nil {
+			return written, true, rerr // src closed under us (Close)
+		}
+		if errors.Is(serr, errDstFull) {
+			// Wait until dst is writable, then splice.
+			var sfd int
+			_ = srcRC.Control(func(fd uintptr) { sfd = int(fd) })
+			werr := dstRC.Write(func(uintptr) bool {
+				n, serr = splice(sfd, dfd)
+				return !errors.Is(serr, errDstFull)
+			})
+			if werr != nil {
+				return written, true, werr
+			}
+			if errors.Is(serr, unix.EAGAIN) {
+				continue // src drained meanwhile: back to waiting on src
+			}
+		}
+		switch {
+		case serr != nil && written == 0 && (errors.Is(serr, unix.EINVAL) || errors.Is(serr, unix.ENOSYS)):
+			return 0, false, nil
+		case serr != nil:
+			return written, true, serr
+		case n == 0:
+			return written, true, nil // EOF: every writer of src is gone
+		}
+		written += int64(n)
+	}
+}
+
+// splice moves what is available from sfd to dfd without blocking. On EAGAIN
+// it tells the two causes apart: errDstFull when dst cannot take more (src
+// has data, or dst polls not writable: at EOF of src with a full dst the
+// kernel also says EAGAIN, and only dst draining can lead to the 0 that
+// means EOF), plain EAGAIN when src is empty.
+func splice(sfd, dfd int) (int, error) {
+	for {
+		n, err := unix.Splice(sfd, nil, dfd, nil, maxSplice, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			if avail, ierr := unix.IoctlGetInt(sfd, unix.TIOCINQ); ierr == nil && avail > 0 { // FIONREAD
+				return 0, errDstFull
+			}
+			if !writable(dfd) {
+				return 0, errDstFull
+			}
+			return 0, unix.EAGAIN
+		}
+		return int(n), err
+	}
+}
+
+// writable polls fd for POLLOUT without waiting.
+func writable(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0 && fds[0].Revents&unix.POLLOUT != 0
+	}
+}
