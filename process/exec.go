@@ -93,10 +93,19 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	tr := e.init.factory.reaper.Track()
 	defer tr.Close()
 	pidFile := filepath.Join(bundle, e.id+".pid")
-	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{ProcessFile: spec, PidFile: pidFile, Stdio: ociStdio(io.Child())})
+	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
+		ProcessFile: spec, PidFile: pidFile,
+		ConsoleSocket: io.ConsoleSocket(),
+		Stdio:         ociStdio(io.Child()),
+	})
 	io.CloseChild()
 	if err != nil {
 		return 0, runtimeError("exec", err)
+	}
+	if err := receiveConsole(ctx, io); err != nil {
+		killUnclaimed(ctx, tr, pidFile)
+		_ = os.Remove(pidFile)
+		return 0, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
@@ -118,7 +127,9 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	e.mu.Lock()
 	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
 	e.state = Stopped
+	io := e.io
 	e.mu.Unlock()
+	io.ProcessExited() // a terminal's output ends once the pty is drained
 	close(e.done)
 	if e.onExit != nil {
 		e.onExit(e.exit)

@@ -95,13 +95,18 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 	err = p.rt.Create(ctx, cfg.ID, oci.CreateOpts{
 		Bundle: cfg.Bundle, PidFile: pidFile,
 		NoPivot: cfg.NoPivot, NoNewKeyring: cfg.NoNewKeyring,
-		Stdio: ociStdio(io.Child()),
+		ConsoleSocket: io.ConsoleSocket(),
+		Stdio:         ociStdio(io.Child()),
 	})
 	io.CloseChild()
 	if err != nil {
 		// runc may leave a half-created container behind.
 		_ = p.rt.Delete(context.WithoutCancel(ctx), cfg.ID, true)
 		return nil, runtimeError("create", err)
+	}
+	if err := receiveConsole(ctx, io); err != nil {
+		_ = p.rt.Delete(context.WithoutCancel(ctx), cfg.ID, true)
+		return nil, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
@@ -122,6 +127,10 @@ func (p *Init) watch(exitc <-chan reaper.Exit) {
 		p.state = Stopped
 	}
 	p.mu.Unlock()
+	p.io.ProcessExited() // a terminal's output ends once the pty is drained
+	// Recorded before anyone learns of the exit: the delete action reports
+	// it if this shim dies before containerd deletes the task.
+	_ = saveExit(p.bundle, p.exit) // best effort: delete falls back to 137
 	close(p.done)
 	if p.onExit != nil {
 		p.onExit(p.exit)
