@@ -27,7 +27,7 @@ type container struct {
 	init      *process.Init
 	sharedPid bool                       // the init's exit does not end the other processes
 	req       *taskapi.CreateTaskRequest // the stdio and bundle, for State
-	pub       *Publisher
+	pub       Events
 	onDone    func(func()) // runs background work owned by the Service
 
 	mu           sync.Mutex // guards the fields below

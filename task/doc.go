@@ -1,7 +1,9 @@
-// Package task serves containerd's task API (containerd.task.v2.Task) over the
-// shim's processes: it translates wire messages to process calls, keeps the
-// id → container registry, orders and publishes the task events, and maps
-// errors to ttrpc status codes (toStatus, the only place that does).
+// Package task serves containerd's task API (containerd.task.v2.Task, also
+// registered as containerd.task.v3.Task) over the shim's processes: it
+// translates wire messages to process calls, keeps the id → container
+// registry, orders and publishes the task events, and maps errors to ttrpc
+// status codes (toStatus, the only place that does). V1 is a thin adapter
+// that serves containerd 1.6's v1 shim API by calling that same Service.
 //
 // Wire types stop here: process, stdio and the rest never see a proto type.
 // task makes no syscalls, runs no runtime binary and copies no IO.

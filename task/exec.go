@@ -102,16 +102,23 @@ func (c *container) execPids() map[int]string {
 	return m
 }
 
-// ResizePty resizes a process's terminal; a process without one ignores it.
+// ResizePty resizes a process's terminal (the init's when exec_id is
+// empty); a process without one ignores it.
 func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*gogotypes.Empty, error) {
 	c, err := s.get(r.Id)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if r.ExecId != "" {
-		if _, err := c.exec(r.ExecId); err != nil {
-			return nil, toStatus(err)
+	if r.ExecId == "" {
+		err = c.init.Resize(r.Width, r.Height)
+	} else {
+		var x *execEntry
+		if x, err = c.exec(r.ExecId); err == nil {
+			err = x.p.Resize(r.Width, r.Height)
 		}
+	}
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	return empty, nil
 }

@@ -2,11 +2,13 @@ package task
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
+	"github.com/pelletier/go-toml/v2"
 
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/runcopts"
@@ -38,12 +40,54 @@ func decodeOptions(a *gogotypes.Any) (*runcopts.Options, error) {
 		if err := proto.Unmarshal(a.Value, &o); err != nil {
 			return nil, fmt.Errorf("runtime options %s: %w: %w", a.TypeUrl, err, errInvalid)
 		}
-		if o.ConfigPath != "" || len(o.ConfigBody) > 0 {
-			return nil, fmt.Errorf("runtime options config file %q: %w", o.ConfigPath, errUnsupported)
-		}
-		return &runcopts.Options{}, nil
+		return fromRuntimeOptions(&o)
 	}
 	return nil, fmt.Errorf("unknown runtime options type %q: %w", a.TypeUrl, errInvalid)
+}
+
+// runcTOML is the runc options table as containerd's CRI config spells it
+// ([...runtimes.<name>.options] with BinaryName, SystemdCgroup, ...). Keys it
+// does not know (TypeUrl, ConfigPath, another runtime's) are ignored.
+type runcTOML struct {
+	BinaryName    string
+	Root          string
+	SystemdCgroup bool
+	NoPivotRoot   bool
+	NoNewKeyring  bool
+	ShimCgroup    string
+	IoUid         uint32
+	IoGid         uint32
+	CriuImagePath string
+	CriuWorkPath  string
+	CriuPath      string
+}
+
+// fromRuntimeOptions reads runtimeoptions.v1.Options: the TOML file at
+// config_path (what containerd 1.6's CRI plugin and ctr
+// --runtime-config-path send), then the TOML in config_body (containerd 2.x
+// sends the handler's whole options table there), the body winning.
+func fromRuntimeOptions(o *runtimeoptions.Options) (*runcopts.Options, error) {
+	var t runcTOML
+	if o.ConfigPath != "" {
+		b, err := os.ReadFile(o.ConfigPath)
+		if err != nil {
+			return nil, fmt.Errorf("runtime options config_path: %w: %w", err, errInvalid)
+		}
+		if err := toml.Unmarshal(b, &t); err != nil {
+			return nil, fmt.Errorf("runtime options file %s: %w: %w", o.ConfigPath, err, errInvalid)
+		}
+	}
+	if len(o.ConfigBody) > 0 {
+		if err := toml.Unmarshal(o.ConfigBody, &t); err != nil {
+			return nil, fmt.Errorf("runtime options config_body: %w: %w", err, errInvalid)
+		}
+	}
+	return &runcopts.Options{
+		BinaryName: t.BinaryName, Root: t.Root, SystemdCgroup: t.SystemdCgroup,
+		NoPivotRoot: t.NoPivotRoot, NoNewKeyring: t.NoNewKeyring, ShimCgroup: t.ShimCgroup,
+		IoUid: t.IoUid, IoGid: t.IoGid, CriuImagePath: t.CriuImagePath, CriuWorkPath: t.CriuWorkPath,
+		CriuPath: t.CriuPath,
+	}, nil
 }
 
 // DecodeOptions is decodeOptions for the shim's start action (stdin).

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -16,28 +17,53 @@ import (
 	"github.com/leanshim/leanshim/proto/eventsapi"
 )
 
-// Publisher forwards task events to containerd's events service
-// (containerd.services.events.ttrpc.v1.Events/Forward) in the order they
-// were published. Publish never blocks: events wait in an in-memory queue
-// that one goroutine (Run) drains. An event is removed only once containerd
-// has accepted it; while containerd is away Run retries with a growing delay
-// and keeps everything, so no exit is dropped after a fixed retry count.
+// Events queues task events for containerd. A Service calls Publish while it
+// holds a container's lock, so that the queue order is the decision order:
+// Publish must never block. *Publisher implements it.
+type Events interface {
+	Publish(topic string, ev proto.Message)
+}
+
+// Sender delivers one event envelope to containerd. Only Publisher.Run calls
+// it, one call at a time; an error leaves the event queued for a retry. If a
+// Sender is also an io.Closer, Run closes it when it returns.
+type Sender interface {
+	Send(ctx context.Context, env *eventsapi.Envelope) error
+}
+
+// Publisher forwards task events to containerd in the order they were
+// published, through a Sender: by default containerd's events service
+// (containerd.services.events.ttrpc.v1.Events/Forward). Publish never
+// blocks: events wait in an in-memory queue that one goroutine (Run) drains.
+// An event is removed only once containerd has accepted it; while containerd
+// is away Run retries with a growing delay and keeps everything, so no exit
+// is dropped after a fixed retry count.
 type Publisher struct {
-	addr string
+	send Sender
 	ns   string
 	log  *slog.Logger
 
-	mu     sync.Mutex // guards queue, closed; taken after a container's mu
-	queue  []*eventsapi.Envelope
-	closed bool
-	wake   chan struct{} // buffer 1: the queue grew or closed
+	mu        sync.Mutex // guards queue, closed, queued, delivered, progress; taken after a container's mu
+	queue     []*eventsapi.Envelope
+	closed    bool
+	queued    uint64        // events ever queued
+	delivered uint64        // events ever delivered (or dropped at the end)
+	progress  chan struct{} // closed and replaced whenever delivered grows or Run ends
+	wake      chan struct{} // buffer 1: the queue grew or closed
 }
+
+var _ Events = (*Publisher)(nil)
 
 // NewPublisher returns a Publisher for the events service at addr (a socket
 // path; a unix:// prefix is accepted). Run must be started for events to
 // leave the shim.
 func NewPublisher(addr, ns string, log *slog.Logger) *Publisher {
-	return &Publisher{addr: strings.TrimPrefix(addr, "unix://"), ns: ns, log: log, wake: make(chan struct{}, 1)}
+	return NewPublisherWith(TTRPCSender(addr), ns, log)
+}
+
+// NewPublisherWith returns a Publisher that delivers events through s.
+func NewPublisherWith(s Sender, ns string, log *slog.Logger) *Publisher {
+	return &Publisher{send: s, ns: ns, log: log, wake: make(chan struct{}, 1), progress: make(chan struct{})}
 }
 
 // Publish queues ev under topic, stamped with the current time. It never
@@ -58,6 +84,7 @@ func (p *Publisher) Publish(topic string, ev proto.Message) {
 		return
 	}
 	p.queue = append(p.queue, env)
+	p.queued++
 	p.mu.Unlock()
 	p.signal()
 }
@@ -80,12 +107,10 @@ func (p *Publisher) signal() {
 // Run delivers events until Close has been called and the queue is empty, or
 // ctx ends (what is left is logged as lost). The caller owns the goroutine.
 func (p *Publisher) Run(ctx context.Context) error {
-	var client *ttrpc.Client
-	defer func() {
-		if client != nil {
-			_ = client.Close()
-		}
-	}()
+	if c, ok := p.send.(io.Closer); ok {
+		defer func() { _ = c.Close() }() // a connection or the like; nothing left to flush
+	}
+	defer p.advance(0, true) // wake every Flush: nothing more will be delivered
 	failures := 0
 	for {
 		p.mu.Lock()
@@ -105,26 +130,55 @@ func (p *Publisher) Run(ctx context.Context) error {
 		env := p.queue[0]
 		p.mu.Unlock()
 
-		err := p.forward(ctx, &client, env)
+		err := p.send.Send(ctx, env)
 		if err == nil {
 			failures = 0
 			p.mu.Lock()
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
 			p.mu.Unlock()
+			p.advance(1, false)
 			continue
 		}
 		failures++
 		p.log.Warn("forward event", "topic", env.Topic, "attempt", failures, "error", err)
-		if client != nil {
-			_ = client.Close()
-			client = nil
-		}
 		if err := sleep(ctx, backoff(failures)); err != nil {
 			p.lost()
 			return err
 		}
 	}
+}
+
+// advance counts n more events delivered (all of them if end) and wakes
+// every Flush waiting.
+func (p *Publisher) advance(n uint64, end bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delivered += n
+	if end {
+		p.delivered = p.queued
+	}
+	close(p.progress)
+	p.progress = make(chan struct{})
+}
+
+// Flush blocks until every event published before the call has been
+// delivered, Run has ended, or ctx ends (then it returns ctx's error).
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	target := p.queued
+	for p.delivered < target {
+		ch := p.progress
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	p.mu.Unlock()
+	return nil
 }
 
 func (p *Publisher) lost() {
@@ -136,19 +190,38 @@ func (p *Publisher) lost() {
 	}
 }
 
-func (p *Publisher) forward(ctx context.Context, client **ttrpc.Client, env *eventsapi.Envelope) error {
-	if *client == nil {
+// ttrpcSender forwards events to containerd's ttrpc events service, the way
+// every v2 shim since containerd 1.3 does (PROTOCOL.md §3.1). It keeps one
+// connection and redials after a failure.
+type ttrpcSender struct {
+	addr   string
+	client *ttrpc.Client // owned by Run's goroutine: Send and Close run there
+}
+
+func (t *ttrpcSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
+	if t.client == nil {
 		d := net.Dialer{Timeout: 5 * time.Second}
-		conn, err := d.DialContext(ctx, "unix", p.addr)
+		conn, err := d.DialContext(ctx, "unix", t.addr)
 		if err != nil {
-			return fmt.Errorf("dial %s: %w", p.addr, err)
+			return fmt.Errorf("dial %s: %w", t.addr, err)
 		}
-		*client = ttrpc.NewClient(conn)
+		t.client = ttrpc.NewClient(conn)
 	}
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := eventsapi.NewEventsClient(*client).Forward(fctx, &eventsapi.ForwardRequest{Envelope: env})
+	_, err := eventsapi.NewEventsClient(t.client).Forward(fctx, &eventsapi.ForwardRequest{Envelope: env})
+	if err != nil {
+		_ = t.client.Close() // redial next time; nothing buffered to lose
+		t.client = nil
+	}
 	return err
+}
+
+func (t *ttrpcSender) Close() error {
+	if t.client == nil {
+		return nil
+	}
+	return t.client.Close()
 }
 
 // backoff is 100ms, 200ms, ... doubling up to 10s.
@@ -176,4 +249,10 @@ func marshalAny(m proto.Message) (*gogotypes.Any, error) {
 		return nil, err
 	}
 	return &gogotypes.Any{TypeUrl: proto.MessageName(m), Value: b}, nil
+}
+
+// TTRPCSender returns the Sender of a v2 shim: containerd's ttrpc events
+// service at addr (a socket path; a unix:// prefix is accepted).
+func TTRPCSender(addr string) Sender {
+	return &ttrpcSender{addr: strings.TrimPrefix(addr, "unix://")}
 }

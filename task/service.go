@@ -19,7 +19,7 @@ import (
 type Config struct {
 	Namespace string
 	Processes *process.Factory
-	Publisher *Publisher
+	Publisher Events // a *Publisher, or a filter in front of one (V1Events)
 	Log       *slog.Logger
 	// Shutdown is called (once, without blocking) when the Shutdown rpc
 	// finds no task left: the shim should stop serving and exit.
