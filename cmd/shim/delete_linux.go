@@ -25,7 +25,8 @@ const deleteTimeout = 4 * time.Second
 // deleteAction is the "delete" action: containerd runs it whenever its
 // connection to a shim closes, after a normal delete as after a crash. It
 // works from the bundle alone, is idempotent, and prints only a
-// DeleteResponse: the container was killed (137) now.
+// DeleteResponse: the init's exit as the shim recorded it (containerd 2.x's
+// runc shim does the same), or else that it was killed (137) now.
 func deleteAction(cfg config, stdout, stderr io.Writer) error {
 	bundle := cfg.bundle
 	if bundle == "" {
@@ -47,19 +48,13 @@ func deleteAction(cfg config, stdout, stderr io.Writer) error {
 	if err := forceDelete(cfg.id, rc); err != nil {
 		warn("runtime delete: %v", err)
 	}
+	killedAt := time.Now() // right after the forced delete, as the runc shim does
 	if err := process.UnmountRootfs(bundle); err != nil {
 		warn("%v", err)
 	}
 	removeDeadSocket(bundle)
 
-	resp := &taskapi.DeleteResponse{ExitStatus: 128 + 9}
-	resp.ExitedAt, _ = gogotypes.TimestampProto(time.Now())
-	if b, err := os.ReadFile(filepath.Join(bundle, "init.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-			resp.Pid = uint32(pid)
-		}
-	}
-	out, err := proto.Marshal(resp)
+	out, err := proto.Marshal(deleteResponse(bundle, killedAt, warn))
 	if err != nil {
 		return err
 	}
@@ -67,27 +62,41 @@ func deleteAction(cfg config, stdout, stderr io.Writer) error {
 	return err
 }
 
+// deleteResponse is the recorded exit of the init, or, when there is none
+// (the shim died while it ran), a SIGKILL at killedAt with the pid runc
+// wrote.
+func deleteResponse(bundle string, killedAt time.Time, warn func(string, ...any)) *taskapi.DeleteResponse {
+	e, err := process.LoadExit(bundle)
+	if err == nil {
+		resp := &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status)}
+		resp.ExitedAt, _ = gogotypes.TimestampProto(e.At)
+		return resp
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		warn("%v", err)
+	}
+	resp := &taskapi.DeleteResponse{ExitStatus: 128 + 9}
+	resp.ExitedAt, _ = gogotypes.TimestampProto(killedAt)
+	if b, err := os.ReadFile(filepath.Join(bundle, "init.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			resp.Pid = uint32(pid)
+		}
+	}
+	return resp
+}
+
 // forceDelete runs the runtime's "delete --force" through a reaper of its own
 // (this short-lived process is not a subreaper).
 func forceDelete(id string, rc process.RuntimeConfig) error {
-	r, err := reaper.New(reaper.Config{})
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	done := make(chan struct{})
-	go func() { // owned here: stopped by cancel, joined below
-		defer close(done)
-		_ = r.Run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
-	rt := process.NewFactory(r).NewRuntime(rc)
-	err = rt.Delete(ctx, id, true)
-	if err != nil && strings.Contains(err.Error(), "does not exist") {
-		return nil // already gone: delete is idempotent
-	}
-	return err
+	return withReaper(ctx, func(r *reaper.Reaper) error {
+		err := process.NewFactory(r).NewRuntime(rc).Delete(ctx, id, true)
+		if err != nil && strings.Contains(err.Error(), "does not exist") {
+			return nil // already gone: delete is idempotent
+		}
+		return err
+	})
 }
 
 // removeDeadSocket removes the shim socket named in the bundle's address

@@ -2,9 +2,11 @@
 // containers with an OCI runtime (runc, crun) and serves containerd's task
 // API over ttrpc.
 //
-// containerd runs it three ways (PROTOCOL.md §1.3): with the action "start"
-// (spawn the serving daemon, print its address), "delete" (clean up a bundle
-// whose shim is gone), and, from start, with no action: the daemon itself.
+// containerd runs it these ways (PROTOCOL.md §1.3, §4.2): with the action
+// "start" (spawn the serving daemon, print its address), "delete" (clean up a
+// bundle whose shim is gone), "-info" (containerd 2.x: describe the runtime),
+// and with no action: the daemon itself, spawned by start with -id, or
+// launched by containerd 1.6's v1 runtime with -workdir and no -id.
 package main
 
 import (
@@ -48,6 +50,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "containerd-shim-lean-v2 %s\n", version)
 		return 0
 	}
+	if cfg.info {
+		return exitCode(infoAction(stdin, stdout), stderr)
+	}
 	switch cfg.action {
 	case "start":
 		return exitCode(start(cfg, stdin, stdout), stderr)
@@ -84,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.debug, "debug", false, "debug logging")
 	fs.BoolVar(&c.version, "v", false, "print the version")
 	fs.BoolVar(&c.version, "version", false, "print the version")
-	fs.BoolVar(&c.info, "info", false, "print runtime info (containerd 2.x)")
+	fs.BoolVar(&c.info, "info", false, "print runtime info (containerd 2.x): options Any on stdin, RuntimeInfo on stdout")
 	fs.StringVar(&c.debugSocket, "debug-socket", "", "ignored")
 	fs.StringVar(&c.workdir, "workdir", "", "v1 runtime: work directory")
 	fs.StringVar(&c.containerdBinary, "containerd-binary", "", "v1 runtime: containerd binary for publishing events")

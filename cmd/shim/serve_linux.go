@@ -16,96 +16,188 @@ import (
 
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/taskapi"
+	"github.com/leanshim/leanshim/proto/taskapiv3"
 	"github.com/leanshim/leanshim/reaper"
 	"github.com/leanshim/leanshim/task"
 )
+
+// face is what differs between the two daemons this binary can be: the task
+// API shim that "start" spawns (containerd's runtime v2, 1.6 and 2.x), and
+// the v1 shim that containerd 1.6's io.containerd.runtime.v1.linux runtime
+// launches itself (v1_linux.go). Everything else, from the reaper to the
+// shutdown order, is the same daemon.
+type face struct {
+	log *slog.Logger
+	// sender delivers events to containerd; r is the daemon's reaper.
+	sender func(r *reaper.Reaper) task.Sender
+	// events filters what the task core publishes before it is queued.
+	events func(*task.Publisher) task.Events
+	// register puts the face's ttrpc services in front of the core and
+	// returns what to run on SIGTERM once the server has stopped (or nil).
+	register func(srv *ttrpc.Server, svc *task.Service, pub *task.Publisher) func(context.Context) error
+}
+
+// taskAPIFace serves containerd.task.v2.Task and, for containerd 2.x, the
+// same service as containerd.task.v3.Task (PROTOCOL.md §2.2), and forwards
+// events over ttrpc to TTRPC_ADDRESS.
+func taskAPIFace(cfg config) face {
+	return face{
+		log: openLog(cfg.debug),
+		sender: func(*reaper.Reaper) task.Sender {
+			return task.TTRPCSender(os.Getenv("TTRPC_ADDRESS"))
+		},
+		events: func(p *task.Publisher) task.Events { return p },
+		register: func(srv *ttrpc.Server, svc *task.Service, _ *task.Publisher) func(context.Context) error {
+			taskapi.RegisterTaskService(srv, svc)
+			taskapiv3.RegisterTaskService(srv, svc) // same methods, same messages: only the name differs
+			return nil
+		},
+	}
+}
 
 // serve is the long-running daemon: config → log → reaper → publisher →
 // task service → ttrpc server → wait for shutdown, then tear down in order.
 func serve(cfg config) error {
 	// One P: the shim is I/O bound, and every extra P costs an OS thread.
 	runtime.GOMAXPROCS(1)
-	log := openLog(cfg.debug)
-
+	var f face
+	switch {
+	case cfg.id != "":
+		f = taskAPIFace(cfg)
+	case cfg.workdir != "":
+		f = v1Face(cfg)
+	default:
+		return errors.New("serve needs -id (task API) or -workdir (v1 runtime)")
+	}
 	l, err := daemonListener(cfg)
 	if err != nil {
-		log.Error("listen", "error", err)
+		f.log.Error("listen", "error", err)
 		return err
 	}
-	socket := l.Addr().String()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	r, err := reaper.New(reaper.Config{Subreaper: true, Log: log})
+	d, err := startDaemon(cfg, f, l)
 	if err != nil {
+		_ = l.Close()
+		f.log.Error("start", "error", err)
 		return err
 	}
-	reaperDone := make(chan struct{})
-	go func() { // owned by serve: stopped by cancel, joined at the end
-		defer close(reaperDone)
-		_ = r.Run(ctx)
-	}()
-
-	pub := task.NewPublisher(os.Getenv("TTRPC_ADDRESS"), cfg.namespace, log)
-	pubDone := make(chan struct{})
-	go func() { // owned by serve: ends after pub.Close once the queue is empty
-		defer close(pubDone)
-		_ = pub.Run(ctx)
-	}()
-
-	shutdown := make(chan struct{})
-	svc := task.New(task.Config{
-		Namespace: cfg.namespace,
-		Processes: process.NewFactory(r),
-		Publisher: pub,
-		Log:       log,
-		Shutdown:  func() { close(shutdown) }, // called once by the service
-	})
-	srv, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
-	if err != nil {
-		return err
-	}
-	taskapi.RegisterTaskService(srv, svc)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	signal.Ignore(unix.SIGPIPE) // a vanished peer is an error return, not death
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ctx, l) }() // owned by serve: ends on Shutdown/Close
-
-	log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", socket)
+	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket)
+	signaled := false
 	select {
-	case <-shutdown:
-		log.Info("shutdown requested")
+	case <-d.shutdown:
+		f.log.Info("shutdown requested")
 	case sig := <-sigs:
-		log.Info("signal", "signal", sig.String())
-	case err := <-serveErr:
-		log.Error("serve", "error", err)
+		f.log.Info("signal", "signal", sig.String())
+		signaled = true
+	case err := <-d.serveErr:
+		f.log.Error("serve", "error", err)
 	}
-
-	// Stop taking requests (answers in flight, like the Shutdown rpc's, go out).
-	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	scancel()
-	_ = os.Remove(socket)
-	svc.WaitBackground()
-	// Flush events (TaskDelete) before exiting.
-	pub.Close()
-	select {
-	case <-pubDone:
-	case <-time.After(5 * time.Second):
-		log.Error("events not flushed within 5s")
-	}
-	cancel()
-	<-reaperDone
+	d.stop(signaled)
 	return nil
 }
 
-// daemonListener is fd 3 from start, or the -socket path.
+// daemon is what serve runs. startDaemon starts its goroutines; stop ends
+// and joins them.
+type daemon struct {
+	log       *slog.Logger
+	socket    string
+	cancel    context.CancelFunc // stops the reaper and, at last, the publisher
+	pub       *task.Publisher
+	svc       *task.Service
+	srv       *ttrpc.Server
+	terminate func(context.Context) error // the face's SIGTERM work, or nil
+
+	shutdown   chan struct{} // closed by the service's Shutdown rpc
+	serveErr   chan error    // srv.Serve's result
+	reaperDone chan struct{}
+	pubDone    chan struct{}
+}
+
+func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{log: f.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
+		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{})}
+	r, err := reaper.New(reaper.Config{Subreaper: true, Log: f.log})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	srv, err := newServer(f.log, cfg.debug)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	d.srv = srv
+	go func() { // owned by d: stopped by cancel, joined by stop
+		defer close(d.reaperDone)
+		_ = r.Run(ctx)
+	}()
+	d.pub = task.NewPublisherWith(f.sender(r), cfg.namespace, f.log)
+	go func() { // owned by d: ends after pub.Close once the queue is empty, joined by stop
+		defer close(d.pubDone)
+		_ = d.pub.Run(ctx)
+	}()
+	d.svc = task.New(task.Config{
+		Namespace: cfg.namespace,
+		Processes: process.NewFactory(r),
+		Publisher: f.events(d.pub),
+		Log:       f.log,
+		Shutdown:  func() { close(d.shutdown) }, // called once by the service
+	})
+	d.terminate = f.register(srv, d.svc, d.pub)
+	go func() { d.serveErr <- srv.Serve(ctx, l) }() // owned by d: ends on Shutdown/Close
+	return d, nil
+}
+
+// stop tears down in order: stop taking requests (answers in flight, like
+// the Shutdown rpc's, go out), on a signal run the face's terminate, remove
+// the socket, wait for background work, flush events (TaskDelete), stop the
+// reaper.
+func (d *daemon) stop(signaled bool) {
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := d.srv.Shutdown(sctx); err != nil {
+		_ = d.srv.Close()
+	}
+	scancel()
+	if signaled && d.terminate != nil {
+		tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := d.terminate(tctx); err != nil {
+			d.log.Error("terminate", "error", err)
+		}
+		tcancel()
+	}
+	_ = os.Remove(d.socket)
+	d.svc.WaitBackground()
+	d.pub.Close()
+	select {
+	case <-d.pubDone:
+	case <-time.After(5 * time.Second):
+		d.log.Error("events not flushed within 5s")
+	}
+	d.cancel()
+	<-d.reaperDone
+}
+
+// newServer returns the ttrpc server: root (same user) only, and with debug
+// logging of every call by its full method name, which also tells which
+// task API version containerd speaks.
+func newServer(log *slog.Logger, debug bool) (*ttrpc.Server, error) {
+	opts := []ttrpc.ServerOpt{ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser())}
+	if debug {
+		opts = append(opts, ttrpc.WithUnaryServerInterceptor(
+			func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+				log.Debug("rpc", "method", info.FullMethod)
+				return m(ctx, u)
+			}))
+	}
+	return ttrpc.NewServer(opts...)
+}
+
+// daemonListener is fd 3 (from start, or from containerd 1.6's v1 runtime),
+// or the -socket path.
 func daemonListener(cfg config) (net.Listener, error) {
 	if cfg.socket != "" {
 		return listen(cfg.socket)
@@ -127,15 +219,19 @@ func daemonListener(cfg config) (net.Listener, error) {
 // written without blocking: while containerd is down nobody drains it, and
 // a full log must cost log lines, never a stuck shim.
 func openLog(debug bool) *slog.Logger {
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
 	fd, err := unix.Open("log", unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	_ = unix.Dup2(fd, 2)
+	return newLogger(fd, debug)
+}
+
+func newLogger(fd int, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
 	return slog.New(slog.NewTextHandler(dropWriter(fd), &slog.HandlerOptions{Level: level}))
 }
 

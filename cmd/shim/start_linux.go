@@ -103,12 +103,22 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 	return printAddress(stdout, params, address)
 }
 
+// taskAPIVersion is the task API version start advertises in bootstrap mode.
+// 3 means containerd.task.v3.Task (served next to v2), and tells containerd
+// 2.x that this shim serves several containers: it then sends the containers
+// of a CRI pod straight to the pod's shim without running start (PROTOCOL.md
+// §1.6), which one leanshim process handles like any grouped container.
+const taskAPIVersion = 3
+
+// printAddress answers start: a protobuf BootstrapResult to containerd 2.3+
+// (bootstrap mode), the plain address to the older ones, which cannot parse
+// anything else (PROTOCOL.md §1.6).
 func printAddress(stdout io.Writer, params startParams, address string) error {
 	if !params.bootstrap {
 		_, err := io.WriteString(stdout, address) // containerd 1.6 takes the plain address only
 		return err
 	}
-	b, err := proto.Marshal(&bootstrap.BootstrapResult{Version: 2, Address: address, Protocol: "ttrpc"})
+	b, err := proto.Marshal(&bootstrap.BootstrapResult{Version: taskAPIVersion, Address: address, Protocol: "ttrpc"})
 	if err != nil {
 		return err
 	}
