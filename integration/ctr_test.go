@@ -49,7 +49,7 @@ func (d *daemon) ctrContext(ctx context.Context, args ...string) ctrResult {
 	ctx, cancel := context.WithTimeout(ctx, ctrTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, suite.ctr, d.ctrArgs(args)...)
+	cmd := exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	r := ctrResult{args: args, code: -1}
@@ -76,7 +76,7 @@ func (d *daemon) ctrArgs(args []string) []string {
 // argument, where an image reference would be, so it must come last.
 func (d *daemon) runArgs(flags []string, id string, argv ...string) []string {
 	args := append([]string{"run"}, flags...)
-	args = append(args, "--runtime", suite.runtime, "--fifo-dir", d.fifoDir, "--rootfs", suite.rootfs, id)
+	args = append(args, "--runtime", d.flavor.runtime, "--fifo-dir", d.fifoDir, "--rootfs", suite.rootfs, id)
 	return append(args, argv...)
 }
 
@@ -103,7 +103,7 @@ func (d *daemon) startCtr(tb testing.TB, args ...string) *bgCtr {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	b := &bgCtr{args: args, cancel: cancel, done: make(chan struct{})}
-	b.cmd = exec.CommandContext(ctx, suite.ctr, d.ctrArgs(args)...)
+	b.cmd = exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
 	b.cmd.Stdout, b.cmd.Stderr = &b.out, &b.out
 	if err := b.cmd.Start(); err != nil {
 		cancel()

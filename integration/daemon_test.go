@@ -34,26 +34,41 @@ var daemonSeq atomic.Int64
 // daemon is a containerd started by these tests, with private root, state and
 // sockets, and a namespace no other daemon on the machine uses.
 type daemon struct {
-	dir     string // short temp dir holding everything below
-	root    string // containerd root (metadata, work dirs)
-	state   string // containerd state (bundles)
-	address string // grpc socket, also the shims' -address
-	ns      string // the only namespace tests use on this daemon
-	fifoDir string // ctr --fifo-dir, so ctr stays out of /run/containerd/fifo
-	logPath string // containerd's stdout+stderr, shim logs included
+	dir        string // short temp dir holding everything below
+	root       string // containerd root (metadata, work dirs)
+	state      string // containerd state (bundles)
+	address    string // grpc socket, also the shims' -address
+	ns         string // the only namespace tests use on this daemon
+	fifoDir    string // ctr --fifo-dir, so ctr stays out of /run/containerd/fifo
+	logPath    string // containerd's stdout+stderr, shim logs included
+	configPath string
 
-	cmd     *exec.Cmd
-	done    chan struct{} // closed once cmd.Wait has returned
-	waitErr error         // cmd.Wait's result; read only after done is closed
+	flavor    flavor // which containerd, ctr and runtime
+	socketDir string // where its shims put their sockets
+	subreaper bool   // containerd runs under a subreaper (see subreaper_test.go)
+
+	cur     *instance   // the running containerd
+	retired []*instance // containerds killed by killAndRestart
 
 	finalLog string // tail of the log, kept by stop before it removes dir
 
 	ids atomic.Int64 // for newID
 }
 
+// instance is one containerd process of a daemon (or, with a subreaper, the
+// subreaper it runs under).
+type instance struct {
+	cmd     *exec.Cmd
+	pidFile string        // with a subreaper: where it writes containerd's pid
+	done    chan struct{} // closed once cmd.Wait has returned
+	waitErr error         // cmd.Wait's result; read only after done is closed
+}
+
 type daemonConfig struct {
-	logLevel string
-	extra    string
+	logLevel  string
+	extra     string
+	flavor    flavor
+	subreaper bool
 }
 
 // daemonOption changes the config.toml of one daemon.
@@ -68,6 +83,20 @@ func withDebug() daemonOption {
 // withExtraConfig appends TOML to the generated config.toml.
 func withExtraConfig(toml string) daemonOption {
 	return func(c *daemonConfig) { c.extra += "\n" + toml + "\n" }
+}
+
+// withFlavor picks the containerd build and runtime (default: defaultFlavor).
+func withFlavor(f flavor) daemonOption {
+	return func(c *daemonConfig) { c.flavor = f }
+}
+
+// withSubreaper runs containerd under a subreaper that reaps whatever it
+// leaves behind, for tests that kill containerd (killAndRestart): this
+// machine's pid 1 reaps no orphans (ENVIRONMENT.md), and containerd 1.6's v1
+// runtime waits for a killed shim until kill(pid, 0) fails, which a zombie
+// never makes it do.
+func withSubreaper() daemonOption {
+	return func(c *daemonConfig) { c.subreaper = true }
 }
 
 // configTemplate keeps containerd off everything the machine's own containerd
@@ -135,7 +164,7 @@ func sharedDaemon(tb testing.TB) *daemon {
 // newDaemon starts containerd and waits until its grpc socket accepts
 // connections. On error nothing is left running.
 func newDaemon(opts ...daemonOption) (_ *daemon, retErr error) {
-	cfg := daemonConfig{logLevel: "info"}
+	cfg := daemonConfig{logLevel: "info", flavor: defaultFlavor()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -144,14 +173,17 @@ func newDaemon(opts ...daemonOption) (_ *daemon, retErr error) {
 		return nil, err
 	}
 	d := &daemon{
-		dir:     dir,
-		root:    filepath.Join(dir, "root"),
-		state:   filepath.Join(dir, "state"),
-		address: filepath.Join(dir, "c.sock"),
-		ns:      fmt.Sprintf("lst%dx%d", os.Getpid(), daemonSeq.Add(1)),
-		fifoDir: filepath.Join(dir, "fifo"),
-		logPath: filepath.Join(dir, "containerd.log"),
-		done:    make(chan struct{}),
+		dir:        dir,
+		root:       filepath.Join(dir, "root"),
+		state:      filepath.Join(dir, "state"),
+		address:    filepath.Join(dir, "c.sock"),
+		ns:         fmt.Sprintf("lst%dx%d", os.Getpid(), daemonSeq.Add(1)),
+		fifoDir:    filepath.Join(dir, "fifo"),
+		logPath:    filepath.Join(dir, "containerd.log"),
+		configPath: filepath.Join(dir, "config.toml"),
+		flavor:     cfg.flavor,
+		socketDir:  socketDir,
+		subreaper:  cfg.subreaper,
 	}
 	defer func() {
 		if retErr != nil {
@@ -161,12 +193,18 @@ func newDaemon(opts ...daemonOption) (_ *daemon, retErr error) {
 	if len(d.address)+len(".ttrpc") >= 100 {
 		return nil, fmt.Errorf("socket path %s too long for sun_path", d.address)
 	}
-	config := fmt.Sprintf(configTemplate, d.root, d.state, d.address, d.address+".ttrpc", cfg.logLevel, cfg.extra)
-	configPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+	extra := cfg.extra
+	if d.flavor.privateSocketDir {
+		d.socketDir = filepath.Join(dir, "s")
+	}
+	if d.flavor.config != nil {
+		extra += "\n" + d.flavor.config(d.socketDir) + "\n"
+	}
+	config := fmt.Sprintf(configTemplate, d.root, d.state, d.address, d.address+".ttrpc", cfg.logLevel, extra)
+	if err := os.WriteFile(d.configPath, []byte(config), 0o600); err != nil {
 		return nil, err
 	}
-	if err := d.start(configPath); err != nil {
+	if err := d.start(); err != nil {
 		return nil, err
 	}
 	if err := d.waitReady(); err != nil {
@@ -176,26 +214,41 @@ func newDaemon(opts ...daemonOption) (_ *daemon, retErr error) {
 	return d, nil
 }
 
-func (d *daemon) start(configPath string) error {
-	logFile, err := os.Create(d.logPath)
+// start starts containerd (under a subreaper if d.subreaper), appending to
+// the log.
+func (d *daemon) start() error {
+	logFile, err := os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close() // the child has its own copy
-	d.cmd = exec.Command(suite.containerd, "--config", configPath)
-	d.cmd.Env = withPath(os.Environ(), suite.shimDir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
+	in := &instance{done: make(chan struct{})}
+	argv := []string{d.flavor.containerd, "--config", d.configPath}
+	path := suite.shimDir
+	if d.flavor.binDir != "" {
+		path += string(os.PathListSeparator) + d.flavor.binDir
+	}
+	env := withPath(os.Environ(), path+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if d.subreaper {
+		in.pidFile = filepath.Join(d.dir, fmt.Sprintf("containerd.%d.pid", len(d.retired)))
+		env = append(env, subreaperEnv+"="+in.pidFile)
+		argv = append([]string{os.Args[0]}, argv...)
+	}
+	in.cmd = exec.Command(argv[0], argv[1:]...)
+	in.cmd.Env = env
+	in.cmd.Stdout, in.cmd.Stderr = logFile, logFile
 	// Own process group: a ^C aimed at `go test` must not reach containerd
 	// before cleanup has killed the tasks.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := in.cmd.Start(); err != nil {
 		return fmt.Errorf("start containerd: %w", err)
 	}
-	// Owned by d: terminate waits for done.
+	// Owned by in: terminate and stop wait for done.
 	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
+		in.waitErr = in.cmd.Wait()
+		close(in.done)
 	}()
+	d.cur = in
 	return nil
 }
 
@@ -207,7 +260,7 @@ func withPath(env []string, path string) []string {
 func (d *daemon) waitReady() error {
 	ok := poll(daemonStartTimeout, func() bool {
 		select {
-		case <-d.done:
+		case <-d.cur.done:
 			return true
 		default:
 		}
@@ -219,8 +272,8 @@ func (d *daemon) waitReady() error {
 		return true
 	})
 	select {
-	case <-d.done:
-		return fmt.Errorf("containerd exited during start-up (%v):\n%s", d.waitErr, readTail(d.logPath, 0))
+	case <-d.cur.done:
+		return fmt.Errorf("containerd exited during start-up (%v):\n%s", d.cur.waitErr, readTail(d.logPath, 0))
 	default:
 	}
 	if !ok {
@@ -273,17 +326,29 @@ func (d *daemon) purge() []string {
 	return purged
 }
 
-// terminate sends SIGTERM, then SIGKILL after daemonStopTimeout, and waits.
+// terminate sends SIGTERM, then SIGKILL after daemonStopTimeout, and waits;
+// then it waits for the subreapers of killed containerds, which exit once
+// the shims they adopted have.
 func (d *daemon) terminate() error {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	var errs []error
+	_ = d.cur.cmd.Process.Signal(syscall.SIGTERM) // a subreaper passes it on
 	select {
-	case <-d.done:
-		return nil
+	case <-d.cur.done:
 	case <-time.After(daemonStopTimeout):
+		_ = d.cur.cmd.Process.Kill()
+		<-d.cur.done
+		errs = append(errs, fmt.Errorf("containerd (or, under a subreaper, a process it left) still running %s after SIGTERM, killed", daemonStopTimeout))
 	}
-	_ = d.cmd.Process.Kill()
-	<-d.done
-	return fmt.Errorf("containerd ignored SIGTERM for %s, killed", daemonStopTimeout)
+	for _, in := range d.retired {
+		select {
+		case <-in.done:
+		case <-time.After(daemonStopTimeout):
+			_ = in.cmd.Process.Kill()
+			<-in.done
+			errs = append(errs, fmt.Errorf("processes left by the containerd killed at restart still running %s after the tasks were deleted", daemonStopTimeout))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // removeNamespaceDirs removes the dirs runc creates per namespace and never
@@ -307,14 +372,14 @@ func (d *daemon) newID(prefix string) string {
 	return prefix + "-" + strconv.FormatInt(d.ids.Add(1), 10)
 }
 
-// bundleDir is where containerd puts the task bundle (PROTOCOL.md §1.2).
+// bundleDir is where containerd puts the task bundle (PROTOCOL.md §1.2, §4.2).
 func (d *daemon) bundleDir(id string) string {
-	return filepath.Join(d.state, v2Plugin, d.ns, id)
+	return filepath.Join(d.state, d.flavor.plugin, d.ns, id)
 }
 
 // workDir is the bundle's work dir under containerd's root.
 func (d *daemon) workDir(id string) string {
-	return filepath.Join(d.root, v2Plugin, d.ns, id)
+	return filepath.Join(d.root, d.flavor.plugin, d.ns, id)
 }
 
 // poll calls cond every 20ms until it returns true or timeout passes, and

@@ -21,10 +21,10 @@ const (
 )
 
 // shimSocket is the socket a shim serving (d.ns, id) listens on:
-// /run/containerd/s/<sha256 of filepath.Join(grpc address, ns, id)> (PROTOCOL.md §1.7).
+// <socket dir>/<sha256 of filepath.Join(grpc address, ns, id)> (PROTOCOL.md §1.7).
 func (d *daemon) shimSocket(id string) string {
 	sum := sha256.Sum256([]byte(filepath.Join(d.address, d.ns, id)))
-	return filepath.Join(socketDir, hex.EncodeToString(sum[:]))
+	return filepath.Join(d.socketDir, hex.EncodeToString(sum[:]))
 }
 
 // runcStateDir is runc's state for the container, under the runc root both
@@ -86,7 +86,8 @@ func leftovers(d *daemon, ids ...string) []string {
 }
 
 // shimProcesses maps container id to the pids of live processes running the
-// shim under test with `-namespace ns` and `-id <id>` in their argv. Zombies
+// shim under test with `-namespace ns` and `-id <id>` in their argv, or, as
+// containerd 1.6's v1 runtime starts it, `-workdir <dir>/<id>`. Zombies
 // have an empty cmdline and are not counted: they hold no resources but a pid.
 func shimProcesses(ns string) map[string][]int {
 	entries, _ := os.ReadDir("/proc")
@@ -100,7 +101,11 @@ func shimProcesses(ns string) map[string][]int {
 		if len(argv) == 0 || !isShimBinary(pid, argv[0]) || flagValue(argv, "namespace") != ns {
 			continue
 		}
-		if id := flagValue(argv, "id"); id != "" {
+		id := flagValue(argv, "id")
+		if w := flagValue(argv, "workdir"); id == "" && w != "" {
+			id = filepath.Base(w)
+		}
+		if id != "" {
 			procs[id] = append(procs[id], pid)
 		}
 	}

@@ -13,6 +13,10 @@
 //	                       (default: ../bin from this package, i.e. the repository's bin/)
 //	LEANSHIM_TEST_RUNTIME  runtime type under test (default io.containerd.lean.v2);
 //	                       io.containerd.runc.v2 runs the same tests against containerd's own shim
+//	LEANSHIM_CONTAINERD24  directory of containerd 2.4.2's containerd, ctr and
+//	                       containerd-shim-runc-v2 (default ../.cache/containerd-2.4.2/bin,
+//	                       where `make containerd24` puts them); only the tests that
+//	                       run containerd 2.4 need it (every_containerd_test.go)
 //
 // Missing prerequisites (root, containerd, ctr, runc, a static /usr/bin/busybox,
 // the shim binary) make the whole package FAIL, never skip: a skipped
@@ -57,6 +61,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if isSubreaper() { // re-executed by a daemon started withSubreaper
+		os.Exit(runSubreaper(os.Args[1:]))
+	}
 	os.Exit(runMain(m))
 }
 
