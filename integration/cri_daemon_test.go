@@ -1,0 +1,451 @@
+package integration
+
+// A private containerd with its CRI plugin on, driven with crictl.
+//
+// Isolation. The CRI plugin puts every pod and container in the containerd
+// namespace k8s.io, so unlike the other tests these daemons cannot have a
+// namespace of their own, and runc's state root /run/containerd/runc/k8s.io
+// is shared with any other CRI containerd on the machine (and with each
+// other). What keeps them apart:
+//   - ids: the CRI plugin names every sandbox and container with 64 random
+//     hex digits, so no id can collide with another daemon's;
+//   - everything else is private: root, state, sockets, shim sockets (their
+//     names hash this daemon's address; 2.x gets its own socket dir), the
+//     CRI plugin's root and state (under containerd's), CNI dirs, images;
+//   - cgroups: every pod gets a cgroup parent named after this test process,
+//     so container cgroups are /sys/fs/cgroup/<ctrl>/<parent>/<id>;
+//   - cleanup goes through this daemon only (crictl, then ctr on its own
+//     socket), then removes the cgroup parents it made and its own dir. It
+//     never touches /run/containerd/runc/k8s.io itself, except to remove it
+//     if it is empty and did not exist before the CRI test started.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	// criNamespace is the containerd namespace of all CRI objects.
+	criNamespace = "k8s.io"
+	// crictlTimeout bounds one crictl call (a RunPodSandbox under a loaded
+	// 2-core machine takes a few seconds).
+	crictlTimeout = 90 * time.Second
+	// criStateTimeout bounds waiting for a container state the CRI plugin
+	// learns asynchronously (an exit through Wait, an OOM through an event).
+	criStateTimeout = 30 * time.Second
+)
+
+// criPodSeq numbers pods within this test process, for unique names and
+// cgroup parents.
+var criPodSeq atomic.Int64
+
+// criDaemon is a private containerd with the CRI plugin, and crictl set up
+// to talk to it.
+type criDaemon struct {
+	*daemon
+	version      string // "1.6" or "2.4": which config layout
+	handler      string // the CRI runtime handler under test: "lean" or "runc"
+	crictlBin    string
+	crictlConfig string // crictl's config file: endpoints and timeout
+	logDir       string // pods' log directories go below
+	runcLog      string // the runc wrapper of the options handler appends its argv here
+	cgroupParent string // prefix of every pod's cgroup parent
+}
+
+// criFlavor is a containerd build whose CRI plugin the test drives.
+type criFlavor struct {
+	name       string // subtest name, e.g. containerd-1.6
+	version    string // "1.6" or "2.4"
+	containerd string
+	ctr        string
+	binDir     string // put on containerd's PATH after LEANSHIM_BIN (its own runc shim)
+}
+
+// criHandlers maps the runtime types the suite can test to the CRI handler
+// names the daemons register for them.
+var criHandlers = map[string]string{
+	defaultRuntime:          "lean",
+	"io.containerd.runc.v2": "runc",
+}
+
+// startCRIDaemon starts a private containerd of flavor fl with the CRI
+// plugin, imports the images and stops everything in tb.Cleanup.
+func startCRIDaemon(tb testing.TB, fl criFlavor, crictl string, imgs criImages) *criDaemon {
+	tb.Helper()
+	handler, ok := criHandlers[suite.runtime]
+	if !ok {
+		tb.Fatalf("no CRI handler for runtime %s (known: lean, runc)", suite.runtime)
+	}
+	dir, err := os.MkdirTemp(shortTempBase(), "lsc")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := &criDaemon{
+		daemon: &daemon{
+			dir:        dir,
+			root:       filepath.Join(dir, "root"),
+			state:      filepath.Join(dir, "state"),
+			address:    filepath.Join(dir, "c.sock"),
+			ns:         criNamespace,
+			fifoDir:    filepath.Join(dir, "fifo"),
+			logPath:    filepath.Join(dir, "containerd.log"),
+			configPath: filepath.Join(dir, "config.toml"),
+			socketDir:  socketDir,
+			flavor: flavor{
+				name: fl.name, containerd: fl.containerd, ctr: fl.ctr, runtime: suite.runtime,
+				plugin: v2Plugin, binDir: fl.binDir,
+			},
+		},
+		version:      fl.version,
+		handler:      handler,
+		crictlBin:    crictl,
+		crictlConfig: filepath.Join(dir, "crictl.yaml"),
+		logDir:       filepath.Join(dir, "logs"),
+		runcLog:      filepath.Join(dir, "runc-wrapper.log"),
+		cgroupParent: fmt.Sprintf("/lscri%dx%s", os.Getpid(), filepath.Base(dir)),
+	}
+	if fl.version != "1.6" {
+		d.socketDir = filepath.Join(dir, "s") // containerd 2.x takes it from its config
+	}
+	if err := d.writeConfigs(); err != nil {
+		_ = os.RemoveAll(dir)
+		tb.Fatal(err)
+	}
+	if err := d.start(); err != nil {
+		_ = os.RemoveAll(dir)
+		tb.Fatal(err)
+	}
+	if err := d.waitReady(); err != nil {
+		_ = d.terminate()
+		_ = os.RemoveAll(dir)
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := d.stopCRI(); err != nil {
+			tb.Errorf("stop containerd (CRI): %v", err)
+		}
+		if tb.Failed() {
+			tb.Logf("containerd log (%s):\n%s", d.logPath, d.finalLog)
+		}
+	})
+	d.importImages(tb, imgs)
+	return d
+}
+
+// writeConfigs writes containerd's config, crictl's, the runc wrapper the
+// options handlers name as their runtime binary, and lean's options file.
+func (d *criDaemon) writeConfigs() error {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		return err
+	}
+	wrapper := filepath.Join(d.dir, "runc-wrapper")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >>%q\nexec %q \"$@\"\n", d.runcLog, runc)
+	leanOptions := filepath.Join(d.dir, "lean-options.toml")
+	files := []struct {
+		path, content string
+		mode          os.FileMode
+	}{
+		{d.configPath, d.containerdConfig(wrapper, leanOptions), 0o600},
+		{d.crictlConfig, fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: %d\n",
+			d.address, d.address, int(crictlTimeout.Seconds())), 0o600},
+		{wrapper, script, 0o755},
+		{leanOptions, fmt.Sprintf("BinaryName = %q\n", wrapper), 0o644},
+	}
+	for _, f := range files {
+		if err := os.WriteFile(f.path, []byte(f.content), f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// criConfigBase is what both config layouts share: containerd off the
+// machine's paths (as configTemplate, but with CRI on and NRI off, whose
+// socket is machine-wide).
+const criConfigBase = `version = %d
+root = %q
+state = %q
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.nri.v1.nri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[debug]
+  address = ""
+  level = "info"
+`
+
+// containerdConfig returns config.toml. Handlers: lean and runc as a user
+// would write them, and lean-opts and runc-opts, which name the runc
+// wrapper as runtime binary the way each containerd passes options to
+// such a shim: runc's own options for io.containerd.runc.v2; for other
+// runtime types runtimeoptions.v1.Options, which in 1.6 carries only a
+// ConfigPath (other keys are dropped) and in 2.x the options table itself
+// as a TOML ConfigBody. restrict_oom_score_adj: this kernel refuses the
+// negative score CRI wants for the pause container (ENVIRONMENT.md).
+func (d *criDaemon) containerdConfig(wrapper, leanOptions string) string {
+	var b strings.Builder
+	version := 2
+	if d.version != "1.6" {
+		version = 3
+	}
+	fmt.Fprintf(&b, criConfigBase, version, d.root, d.state, d.address, d.address+".ttrpc")
+	leanOpts := fmt.Sprintf("BinaryName = %q", wrapper)
+	runtimes := `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
+	if d.version == "1.6" {
+		leanOpts = fmt.Sprintf("ConfigPath = %q", leanOptions)
+		fmt.Fprintf(&b, `
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = %q
+  conf_dir = %q
+`, criPauseImage, filepath.Join(d.dir, "cni", "bin"), filepath.Join(d.dir, "cni", "net.d"))
+	} else {
+		runtimes = `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes`
+		fmt.Fprintf(&b, `
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = [%q]
+  conf_dir = %q
+`, d.socketDir, criPauseImage, filepath.Join(d.dir, "cni", "bin"), filepath.Join(d.dir, "cni", "net.d"))
+	}
+	fmt.Fprintf(&b, `
+%[1]s.lean]
+  runtime_type = "io.containerd.lean.v2"
+%[1]s.runc]
+  runtime_type = "io.containerd.runc.v2"
+%[1]s.lean-opts]
+  runtime_type = "io.containerd.lean.v2"
+%[1]s.lean-opts.options]
+  %[2]s
+%[1]s.runc-opts]
+  runtime_type = "io.containerd.runc.v2"
+%[1]s.runc-opts.options]
+  BinaryName = %[3]q
+`, runtimes, leanOpts, wrapper)
+	return b.String()
+}
+
+// importImages imports both images into the daemon's k8s.io namespace and
+// waits until the CRI plugin's image cache, which follows containerd's
+// image events, knows them: before that, RunPodSandbox would try to pull
+// the sandbox image from its (made-up) registry.
+func (d *criDaemon) importImages(tb testing.TB, imgs criImages) {
+	tb.Helper()
+	for _, tarball := range []string{imgs.pause, imgs.app} {
+		d.mustCtr(tb, "images", "import", tarball)
+	}
+	for _, ref := range []string{criPauseImage, criAppImage} {
+		var r cmdResult
+		if !poll(criStateTimeout, func() bool {
+			r = d.crictl("inspecti", ref)
+			return r.ok()
+		}) {
+			tb.Fatalf("CRI plugin does not see imported image %s: %v", ref, r)
+		}
+	}
+}
+
+// cmdResult is one finished crictl invocation.
+type cmdResult struct {
+	args           []string
+	stdout, stderr string
+	code           int   // exit code; -1 if it did not exit normally
+	err            error // set if it could not run or ran past its timeout
+}
+
+func (r cmdResult) ok() bool { return r.code == 0 && r.err == nil }
+
+func (r cmdResult) String() string {
+	s := fmt.Sprintf("crictl %s: exit %d", strings.Join(r.args, " "), r.code)
+	if r.err != nil {
+		s += fmt.Sprintf(" (%v)", r.err)
+	}
+	return s + fmt.Sprintf("\nstdout: %q\nstderr: %q", r.stdout, r.stderr)
+}
+
+// crictl runs crictl against the daemon with crictlTimeout. It never fails
+// a test itself; callers assert on the result.
+func (d *criDaemon) crictl(args ...string) cmdResult {
+	ctx, cancel := context.WithTimeout(context.Background(), crictlTimeout)
+	defer cancel()
+	var stdout, stderr strings.Builder
+	cmd := exec.CommandContext(ctx, d.crictlBin, append([]string{"--config", d.crictlConfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := cmdResult{args: args, code: -1, stdout: stdout.String(), stderr: stderr.String()}
+	if cmd.ProcessState != nil {
+		r.code = cmd.ProcessState.ExitCode()
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		r.err = fmt.Errorf("crictl killed: %w", ctx.Err())
+	case err != nil && !errors.As(err, &exitErr):
+		r.err = err
+	}
+	return r
+}
+
+// mustCrictl runs crictl and fails tb unless it exits 0; it returns stdout
+// without surrounding space.
+func (d *criDaemon) mustCrictl(tb testing.TB, args ...string) string {
+	tb.Helper()
+	r := d.crictl(args...)
+	if !r.ok() {
+		tb.Fatalf("%v", r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// crictlJSON runs crictl (an inspect command) and decodes its JSON output.
+func (d *criDaemon) crictlJSON(v any, args ...string) error {
+	r := d.crictl(args...)
+	if !r.ok() {
+		return errors.New(r.String())
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		return fmt.Errorf("crictl %s: %w in %q", strings.Join(args, " "), err, r.stdout)
+	}
+	return nil
+}
+
+// stopCRI removes every pod and container left (reporting them), stops
+// containerd, and removes what this daemon made: mounts under and its dir,
+// and the pods' cgroup parents.
+func (d *criDaemon) stopCRI() error {
+	var errs []error
+	if left := d.purgeCRI(); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("still present at shutdown: %s", strings.Join(left, ", ")))
+	}
+	if err := d.terminate(); err != nil {
+		errs = append(errs, err)
+	}
+	if mounts := mountsUnder(d.dir); len(mounts) > 0 {
+		// Never RemoveAll across a mount: it would delete the mounted tree.
+		for _, m := range slices.Backward(mounts) {
+			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+		errs = append(errs, fmt.Errorf("mounts left under %s: %s", d.dir, strings.Join(mounts, ", ")))
+	}
+	errs = append(errs, d.removeCgroupParents()...)
+	d.finalLog = readTail(d.logPath, 0)
+	if len(mountsUnder(d.dir)) == 0 {
+		if err := os.RemoveAll(d.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// purgeCRI force-removes the pods crictl still lists, then whatever ctr
+// still lists in k8s.io, all on this daemon only.
+func (d *criDaemon) purgeCRI() []string {
+	var left []string
+	if r := d.crictl("pods", "-q"); r.ok() {
+		for _, id := range strings.Fields(r.stdout) {
+			left = append(left, "pod "+id)
+			d.crictl("stopp", id)
+			d.crictl("rmp", "-f", id)
+		}
+	}
+	return append(left, d.purge()...)
+}
+
+// removeCgroupParents removes the (empty, by now) cgroup parents of this
+// daemon's pods in every hierarchy.
+func (d *criDaemon) removeCgroupParents() []error {
+	var errs []error
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", d.cgroupParent+"-*"))
+	v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", d.cgroupParent+"-*"))
+	for _, dir := range append(dirs, v2...) {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pod cgroup parent: %w", err))
+		}
+	}
+	return errs
+}
+
+// shimDaemons returns the pids of the live shim processes serving this
+// daemon: the shim binary under test with this daemon's -address and the
+// k8s.io namespace in its argv, but not its short-lived start and delete
+// actions. Zombies have no cmdline and are not counted.
+func (d *criDaemon) shimDaemons() []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		argv := readArgv(pid)
+		if len(argv) == 0 || !isShimBinary(pid, argv[0]) ||
+			flagValue(argv, "namespace") != criNamespace || flagValue(argv, "address") != d.address {
+			continue
+		}
+		if last := argv[len(argv)-1]; last == "start" || last == "delete" {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// taskAddress is the shim address containerd uses for the task id: from
+// the bundle's bootstrap.json (containerd 2.x writes it for every task),
+// else from its address file (containerd 1.6: written by the shim's start).
+func (d *criDaemon) taskAddress(id string) (string, error) {
+	bundle := d.bundleDir(id)
+	if b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var p struct {
+			Address string `json:"address"`
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			return "", fmt.Errorf("%s/bootstrap.json: %w", bundle, err)
+		}
+		return p.Address, nil
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "address"))
+	return string(b), err
+}
+
+// runcK8sRoot is runc's state root for the CRI namespace, shared by every
+// containerd's runc shims (and leanshim's, by default).
+func runcK8sRoot() string { return filepath.Join(runcRoot, criNamespace) }
