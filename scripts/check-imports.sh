@@ -13,7 +13,7 @@ declare -A allowed=(
   [oci]="reaper"
   [cgroup]="proto"
   [process]="oci reaper stdio"
-  [task]="process proto"
+  [task]="process proto cgroup"
   [integration]="proto"
 )
 

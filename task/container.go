@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
@@ -28,7 +29,9 @@ type container struct {
 	sharedPid bool                       // the init's exit does not end the other processes
 	req       *taskapi.CreateTaskRequest // the stdio and bundle, for State
 	pub       Events
-	onDone    func(func()) // runs background work owned by the Service
+	onDone    func(func())   // runs background work owned by the Service
+	cg        *cgroup.Cgroup // the container's cgroup, or nil; set under mu at Create
+	oom       OOMWatcher     // nil: no OOM events; set under mu at Create
 
 	mu           sync.Mutex // guards the fields below
 	execs        map[string]*execEntry
@@ -121,6 +124,14 @@ func (c *container) runExecStart(x *execEntry, start func() (int, error)) (int, 
 
 // onInitExit is the init's OnExit hook (called from its exit watcher).
 func (c *container) onInitExit(e process.Exit) {
+	c.mu.Lock()
+	oom := c.oom
+	c.mu.Unlock()
+	if oom != nil {
+		// Outside c.mu: Remove may publish a last TaskOOM, which then
+		// precedes the TaskExit queued below.
+		oom.Remove(c.id)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.initExited = true

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
 )
 
@@ -35,7 +36,8 @@ func toStatus(err error) error {
 
 func code(err error) codes.Code {
 	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, process.ErrNotFound), errors.Is(err, process.ErrFinished):
+	case errors.Is(err, errNotFound), errors.Is(err, process.ErrNotFound), errors.Is(err, process.ErrFinished),
+		errors.Is(err, cgroup.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, errAlreadyExists), errors.Is(err, process.ErrAlreadyExists):
 		return codes.AlreadyExists

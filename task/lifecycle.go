@@ -63,6 +63,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	c.mu.Lock()
 	c.init = init
 	c.sharedPid = init.SharesPidNamespace()
+	s.watchCgroup(c, pid)
 	// Queued before the container is visible, so before any exit of it.
 	s.cfg.Publisher.Publish("/tasks/create", &events.TaskCreate{
 		ContainerId: r.Id, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(pid),
@@ -117,6 +118,9 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	e, err := c.init.Delete(ctx)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if s.cfg.OOM != nil {
+		s.cfg.OOM.Remove(c.id) // idempotent; covers an exit that raced Add
 	}
 	s.mu.Lock()
 	delete(s.containers, r.Id)
@@ -177,7 +181,46 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 	return nil, toStatus(fmt.Errorf("checkpoint: %w", errUnsupported))
 }
 
-// Stats is not supported yet.
+// Stats reads the container's cgroup: io.containerd.cgroups.v1.Metrics or
+// .v2.Metrics, as containerd's own shim answers.
 func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	return nil, toStatus(fmt.Errorf("stats: %w", errUnsupported))
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if c.cg == nil {
+		return nil, toStatus(fmt.Errorf("container %q: no cgroup: %w", r.Id, errNotFound))
+	}
+	m, err := c.cg.Stats()
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("stats of %q: %w", r.Id, err))
+	}
+	a, err := marshalAny(m)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &taskapi.StatsResponse{Stats: a}, nil
+}
+
+// watchCgroup finds the container's cgroup from its init pid and starts
+// watching it for OOM kills, from Create on (so an OOM during start counts).
+// A container without a cgroup still runs; it just has no stats or OOMs.
+func (s *Service) watchCgroup(c *container, pid int) {
+	if s.cfg.Cgroups == nil || pid <= 0 {
+		return
+	}
+	cg, err := s.cfg.Cgroups.ForPid(pid)
+	if err != nil {
+		s.cfg.Log.Warn("container cgroup not found", "id", c.id, "error", err)
+		return
+	}
+	c.cg = cg
+	if s.cfg.OOM == nil {
+		return
+	}
+	if err := s.cfg.OOM.Add(c.id, cg); err != nil {
+		s.cfg.Log.Warn("oom watch", "id", c.id, "error", err)
+		return
+	}
+	c.oom = s.cfg.OOM
 }

@@ -10,6 +10,7 @@ import (
 
 	gogotypes "github.com/gogo/protobuf/types"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/tasktypes"
@@ -21,9 +22,23 @@ type Config struct {
 	Processes *process.Factory
 	Publisher Events // a *Publisher, or a filter in front of one (V1Events)
 	Log       *slog.Logger
+	// Cgroups finds containers' cgroups for Stats and OOM; nil disables
+	// both (no cgroup hierarchy on the machine).
+	Cgroups *cgroup.Hierarchy
+	// OOM watches containers' memory cgroups; nil disables OOM events.
+	OOM OOMWatcher
 	// Shutdown is called (once, without blocking) when the Shutdown rpc
 	// finds no task left: the shim should stop serving and exit.
 	Shutdown func()
+}
+
+// OOMWatcher reports a container's OOM kills (as TaskOOM) from Add to
+// Remove. Remove makes a last check and reports a pending OOM before it
+// returns, so an OOM always precedes the TaskExit queued after Remove.
+// *cgroup.OOMWatcher implements it.
+type OOMWatcher interface {
+	Add(id string, cg *cgroup.Cgroup) error
+	Remove(id string)
 }
 
 // Service implements taskapi.TaskService for every container of one shim.

@@ -14,7 +14,9 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/taskapiv3"
 	"github.com/leanshim/leanshim/reaper"
@@ -114,12 +116,40 @@ type daemon struct {
 	serveErr   chan error    // srv.Serve's result
 	reaperDone chan struct{}
 	pubDone    chan struct{}
+	oomDone    chan struct{} // closed when the OOM watcher's loop returns
+}
+
+// watchOOM finds the cgroup hierarchy and starts the one OOM watcher of the
+// shim, whose reports become TaskOOM events. Without cgroups the shim runs
+// on, without stats and OOM events.
+func (d *daemon) watchOOM(ctx context.Context, evs task.Events) (*cgroup.Hierarchy, task.OOMWatcher) {
+	close(d.oomDone) // reopened below if a watcher runs
+	hier, err := cgroup.Detect()
+	if err != nil {
+		d.log.Warn("no cgroup hierarchy: no stats or OOM events", "error", err)
+		return nil, nil
+	}
+	w, err := cgroup.NewOOMWatcher(func(id string) {
+		evs.Publish("/tasks/oom", &events.TaskOOM{ContainerId: id})
+	})
+	if err != nil {
+		d.log.Warn("no OOM watcher", "error", err)
+		return hier, nil
+	}
+	d.oomDone = make(chan struct{})
+	go func() { // owned by d: stopped by cancel, joined by stop
+		defer close(d.oomDone)
+		defer w.Close()
+		_ = w.Run(ctx)
+	}()
+	return hier, w
 }
 
 func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{log: f.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
-		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{})}
+		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{}),
+		oomDone: make(chan struct{})}
 	r, err := reaper.New(reaper.Config{Subreaper: true, Log: f.log})
 	if err != nil {
 		cancel()
@@ -140,10 +170,14 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		defer close(d.pubDone)
 		_ = d.pub.Run(ctx)
 	}()
+	evs := f.events(d.pub)
+	hier, oom := d.watchOOM(ctx, evs)
 	d.svc = task.New(task.Config{
 		Namespace: cfg.namespace,
 		Processes: process.NewFactory(r),
-		Publisher: f.events(d.pub),
+		Publisher: evs,
+		Cgroups:   hier,
+		OOM:       oom,
 		Log:       f.log,
 		Shutdown:  func() { close(d.shutdown) }, // called once by the service
 	})
@@ -179,6 +213,7 @@ func (d *daemon) stop(signaled bool) {
 	}
 	d.cancel()
 	<-d.reaperDone
+	<-d.oomDone
 }
 
 // newServer returns the ttrpc server: root (same user) only, and with debug
