@@ -40,6 +40,8 @@ func (r *silentRuntime) Exec(_ context.Context, _ string, o oci.ExecOpts) error 
 	return os.WriteFile(o.PidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 }
 
+func (r *silentRuntime) Checkpoint(context.Context, string, oci.CheckpointOpts) error { return nil }
+func (r *silentRuntime) Restore(context.Context, string, oci.RestoreOpts) error       { return nil }
 func (r *silentRuntime) Delete(_ context.Context, _ string, force bool) error {
 	r.deleted = force
 	return nil

@@ -25,6 +25,11 @@ type InitConfig struct {
 	NoPivot      bool
 	NoNewKeyring bool
 	Runtime      RuntimeConfig
+	// Checkpoint, if set, makes this a restore: Start restores the
+	// container from the checkpoint image at this path.
+	Checkpoint       string
+	ParentCheckpoint string
+	CriuWorkPath     string
 	// OnExit is called once, from the exit watcher, after the state is
 	// Stopped and Done is closed. It must not block.
 	OnExit func(Exit)
@@ -40,7 +45,9 @@ type Init struct {
 	factory    *Factory
 	onExit     func(Exit)
 
-	mu    sync.Mutex // guards state, pid, exit
+	restore *oci.RestoreOpts // set until Start when created from a checkpoint
+
+	mu    sync.Mutex // guards state, pid, exit, restore
 	state State
 	pid   int
 	exit  Exit
@@ -89,34 +96,57 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 		}
 	}()
 
-	tr := f.reaper.Track()
-	defer tr.Close()
-	pidFile := filepath.Join(cfg.Bundle, "init.pid")
-	err = p.rt.Create(ctx, cfg.ID, oci.CreateOpts{
-		Bundle: cfg.Bundle, PidFile: pidFile,
-		NoPivot: cfg.NoPivot, NoNewKeyring: cfg.NoNewKeyring,
-		ConsoleSocket: io.ConsoleSocket(),
-		Stdio:         ociStdio(io.Child()),
+	p.state = Created
+	if cfg.Checkpoint != "" {
+		// Restored at Start, as containerd's shim does: nothing runs yet.
+		p.restore = &oci.RestoreOpts{
+			Bundle: cfg.Bundle, NoPivot: cfg.NoPivot,
+			ImagePath: cfg.Checkpoint, ParentPath: cfg.ParentCheckpoint, WorkPath: cfg.CriuWorkPath,
+		}
+		return p, nil
+	}
+	err = p.launch(ctx, "create", func(stdio oci.Stdio, consoleSocket, pidFile string) error {
+		return p.rt.Create(ctx, cfg.ID, oci.CreateOpts{
+			Bundle: cfg.Bundle, PidFile: pidFile,
+			NoPivot: cfg.NoPivot, NoNewKeyring: cfg.NoNewKeyring,
+			ConsoleSocket: consoleSocket, Stdio: stdio,
+		})
 	})
-	io.CloseChild()
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// launch runs the runtime command that makes the init process (create, or
+// restore), receives its terminal, reads its pid and claims its exit. The
+// reaper tracker is open across the command, so an init that exits at once
+// is still reported. On failure the runtime's container is force-deleted.
+func (p *Init) launch(ctx context.Context, op string, run func(stdio oci.Stdio, consoleSocket, pidFile string) error) error {
+	tr := p.factory.reaper.Track()
+	defer tr.Close()
+	pidFile := filepath.Join(p.bundle, "init.pid")
+	err := run(ociStdio(p.io.Child()), p.io.ConsoleSocket(), pidFile)
+	p.io.CloseChild()
 	if err != nil {
 		// runc may leave a half-created container behind.
-		_ = p.rt.Delete(context.WithoutCancel(ctx), cfg.ID, true)
-		return nil, runtimeError("create", err)
+		_ = p.rt.Delete(context.WithoutCancel(ctx), p.id, true)
+		return runtimeError(op, err)
 	}
-	if err := receiveConsole(ctx, io); err != nil {
-		_ = p.rt.Delete(context.WithoutCancel(ctx), cfg.ID, true)
-		return nil, err
+	if err := receiveConsole(ctx, p.io); err != nil {
+		_ = p.rt.Delete(context.WithoutCancel(ctx), p.id, true)
+		return err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
-		_ = p.rt.Delete(context.WithoutCancel(ctx), cfg.ID, true)
-		return nil, err
+		_ = p.rt.Delete(context.WithoutCancel(ctx), p.id, true)
+		return err
 	}
-	p.pid, p.state = pid, Created
-	exitc := tr.Claim(pid)
-	go p.watch(exitc) // ends when the init is reaped; Delete waits for it via done
-	return p, nil
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+	go p.watch(tr.Claim(pid)) // ends when the init is reaped; Delete waits for it via done
+	return nil
 }
 
 func (p *Init) watch(exitc <-chan reaper.Exit) {
@@ -164,7 +194,7 @@ func (p *Init) SharesPidNamespace() bool { return p.sharedPid }
 // Done is closed when the init has exited.
 func (p *Init) Done() <-chan struct{} { return p.done }
 
-// Start starts a Created init.
+// Start starts a Created init, or restores it from its checkpoint.
 func (p *Init) Start(ctx context.Context) error {
 	p.mu.Lock()
 	if p.state != Created {
@@ -172,9 +202,21 @@ func (p *Init) Start(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("cannot start a %s process: %w", s, ErrInvalidState)
 	}
+	restore := p.restore
+	p.restore = nil
 	p.mu.Unlock()
-	if err := p.rt.Start(ctx, p.id); err != nil {
-		return runtimeError("start", err)
+	var err error
+	if restore != nil {
+		err = p.launch(ctx, "restore", func(stdio oci.Stdio, consoleSocket, pidFile string) error {
+			o := *restore
+			o.Stdio, o.ConsoleSocket, o.PidFile = stdio, consoleSocket, pidFile
+			return p.rt.Restore(ctx, p.id, o)
+		})
+	} else if err = p.rt.Start(ctx, p.id); err != nil {
+		err = runtimeError("start", err)
+	}
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
 	if p.state == Created { // the watcher may have stopped it already
@@ -216,8 +258,13 @@ func (p *Init) Delete(ctx context.Context) (Exit, error) {
 	p.mu.Lock()
 	s := p.state
 	p.mu.Unlock()
-	switch s {
-	case Created:
+	p.mu.Lock()
+	launched := p.pid > 0
+	p.mu.Unlock()
+	switch {
+	case s == Created && !launched:
+		// A restore that never started: there is no runtime container.
+	case s == Created:
 		// Never started: the runtime kills the waiting init.
 		if err := p.rt.Delete(ctx, p.id, true); err != nil && !errors.Is(err, oci.ErrNotExist) {
 			return Exit{}, runtimeError("delete", err)
@@ -225,7 +272,7 @@ func (p *Init) Delete(ctx context.Context) (Exit, error) {
 		if _, err := p.Wait(ctx); err != nil {
 			return Exit{}, fmt.Errorf("wait for init after delete: %w", err)
 		}
-	case Stopped:
+	case s == Stopped:
 		if err := p.rt.Delete(ctx, p.id, false); err != nil && !errors.Is(err, oci.ErrNotExist) {
 			return Exit{}, runtimeError("delete", err)
 		}

@@ -29,6 +29,8 @@ type Runtime interface {
 	Resume(ctx context.Context, id string) error
 	Update(ctx context.Context, id string, resources []byte) error
 	Ps(ctx context.Context, id string) ([]int, error)
+	Checkpoint(ctx context.Context, id string, o oci.CheckpointOpts) error
+	Restore(ctx context.Context, id string, o oci.RestoreOpts) error
 }
 
 // Exit is how a process ended.

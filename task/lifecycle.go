@@ -3,11 +3,15 @@ package task
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"github.com/gogo/protobuf/proto"
 
 	gogotypes "github.com/gogo/protobuf/types"
 
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/events"
+	"github.com/leanshim/leanshim/proto/runcopts"
 	"github.com/leanshim/leanshim/proto/taskapi"
 )
 
@@ -18,9 +22,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	if r.Bundle == "" {
 		return nil, toStatus(fmt.Errorf("bundle path is empty: %w", errInvalid))
-	}
-	if r.Checkpoint != "" {
-		return nil, toStatus(fmt.Errorf("restore from checkpoint: %w", errUnsupported))
 	}
 	opts, err := decodeOptions(r.Options)
 	if err != nil {
@@ -50,11 +51,14 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	init, err := s.cfg.Processes.NewInit(ctx, process.InitConfig{
 		ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
-		IO:           process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal, UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace},
-		NoPivot:      opts.NoPivotRoot,
-		NoNewKeyring: opts.NoNewKeyring,
-		Runtime:      s.runtimeConfig(r.Bundle, opts),
-		OnExit:       c.onInitExit,
+		IO:               process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal, UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace},
+		NoPivot:          opts.NoPivotRoot,
+		NoNewKeyring:     opts.NoNewKeyring,
+		Runtime:          s.runtimeConfig(r.Bundle, opts),
+		Checkpoint:       r.Checkpoint,
+		ParentCheckpoint: r.ParentCheckpoint,
+		CriuWorkPath:     opts.CriuWorkPath,
+		OnExit:           c.onInitExit,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -90,10 +94,18 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		}
 		return &taskapi.StartResponse{Pid: uint32(pid)}, nil
 	}
-	pid, err := c.startInit(func() (int, error) { return c.init.Pid(), c.init.Start(ctx) })
+	pid, err := c.startInit(func() (int, error) {
+		err := c.init.Start(ctx)
+		return c.init.Pid(), err
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	c.mu.Lock()
+	if c.cg == nil {
+		s.watchCgroup(c, pid) // a restored container's pid exists only now
+	}
+	c.mu.Unlock()
 	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
 }
 
@@ -176,9 +188,36 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*go
 	return empty, toStatus(c.init.Update(ctx, r.Resources.Value))
 }
 
-// Checkpoint is not supported yet.
+// Checkpoint dumps the container with CRIU through the runtime. Like
+// containerd's runc shim it publishes no event (containerd does).
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*gogotypes.Empty, error) {
-	return nil, toStatus(fmt.Errorf("checkpoint: %w", errUnsupported))
+	c, err := s.get(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var o runcopts.CheckpointOptions
+	if r.Options != nil && len(r.Options.Value) > 0 {
+		name := strings.TrimPrefix(r.Options.TypeUrl, "type.googleapis.com/")
+		if name != proto.MessageName(&o) {
+			return nil, toStatus(fmt.Errorf("unknown checkpoint options type %q: %w", r.Options.TypeUrl, errInvalid))
+		}
+		if err := proto.Unmarshal(r.Options.Value, &o); err != nil {
+			return nil, toStatus(fmt.Errorf("checkpoint options: %w: %w", err, errInvalid))
+		}
+	}
+	path := r.Path
+	if o.ImagePath != "" {
+		path = o.ImagePath
+	}
+	if path == "" {
+		return nil, toStatus(fmt.Errorf("checkpoint without an image path: %w", errInvalid))
+	}
+	err = c.init.Checkpoint(ctx, process.CheckpointConfig{
+		Path: path, WorkPath: o.WorkPath, ParentPath: o.ParentPath, Exit: o.Exit,
+		OpenTCP: o.OpenTcp, ExternalUnixSockets: o.ExternalUnixSockets, Terminal: o.Terminal,
+		FileLocks: o.FileLocks, EmptyNamespaces: o.EmptyNamespaces,
+	})
+	return empty, toStatus(err)
 }
 
 // Stats reads the container's cgroup: io.containerd.cgroups.v1.Metrics or
