@@ -73,22 +73,26 @@ func spliceCopy(dst, src *os.File) (written int64, handled bool, err error) {
 }
 
 // splice moves what is available from sfd to dfd without blocking. On EAGAIN
-// it tells the two causes apart: errDstFull when dst cannot take more (src
-// has data, or dst polls not writable: at EOF of src with a full dst the
-// kernel also says EAGAIN, and only dst draining can lead to the 0 that
-// means EOF), plain EAGAIN when src is empty.
+// it tells the causes apart. errDstFull: dst polls not writable (at EOF of
+// src with a full dst the kernel says EAGAIN too, and only dst draining can
+// lead to the 0 that means EOF). Plain EAGAIN: src is empty. dst is checked
+// first: EPOLLOUT on a FIFO comes only when a full one drains, so waiting
+// for it on a dst that is not full would wait forever. If both sides look
+// ready the EAGAIN was stale (the process wrote meanwhile): try again.
 func splice(sfd, dfd int) (int, error) {
-	for {
+	for stale := 0; ; {
 		n, err := unix.Splice(sfd, nil, dfd, nil, maxSplice, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
-			if avail, ierr := unix.IoctlGetInt(sfd, unix.TIOCINQ); ierr == nil && avail > 0 { // FIONREAD
-				return 0, errDstFull
-			}
 			if !writable(dfd) {
 				return 0, errDstFull
+			}
+			avail, ierr := unix.IoctlGetInt(sfd, unix.TIOCINQ) // FIONREAD
+			if ierr == nil && avail > 0 && stale < 16 {
+				stale++
+				continue
 			}
 			return 0, unix.EAGAIN
 		}
