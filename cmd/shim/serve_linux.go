@@ -84,18 +84,28 @@ func serve(cfg config) error {
 	}
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
 	signal.Ignore(unix.SIGPIPE) // a vanished peer is an error return, not death
 	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket)
 	signaled := false
-	select {
-	case <-d.shutdown:
-		f.log.Info("shutdown requested")
-	case sig := <-sigs:
-		f.log.Info("signal", "signal", sig.String())
-		signaled = true
-	case err := <-d.serveErr:
-		f.log.Error("serve", "error", err)
+wait:
+	for {
+		select {
+		case <-d.shutdown:
+			f.log.Info("shutdown requested")
+			break wait
+		case sig := <-sigs:
+			if sig == unix.SIGUSR1 {
+				dumpState(f.log) // for operators: kill -USR1 <shim pid>
+				continue
+			}
+			f.log.Info("signal", "signal", sig.String())
+			signaled = true
+			break wait
+		case err := <-d.serveErr:
+			f.log.Error("serve", "error", err)
+			break wait
+		}
 	}
 	d.stop(signaled)
 	return nil
@@ -281,4 +291,16 @@ func (w dropWriter) Write(b []byte) (int, error) {
 		}
 		return len(b), nil // EAGAIN or a gone reader: the line is dropped
 	}
+}
+
+// dumpState logs the daemon's memory statistics and every goroutine's
+// stack, as containerd's shims do on SIGUSR1.
+func dumpState(log *slog.Logger) {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	log.Info("memstats", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "heap_alloc", m.HeapAlloc,
+		"heap_sys", m.HeapSys, "heap_released", m.HeapReleased, "stack_inuse", m.StackInuse, "mspan_inuse", m.MSpanInuse,
+		"sys", m.Sys, "num_gc", m.NumGC)
+	buf := make([]byte, 1<<20)
+	log.Info("goroutines", "stacks", string(buf[:runtime.Stack(buf, true)]))
 }

@@ -148,6 +148,10 @@ func spawnDaemon(cfg config, bundle string, file func() (*os.File, error), param
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = bundle
+	// One P from the first instruction: containerd passes GOMAXPROCS=2, and
+	// every P the runtime starts with can leave an OS thread behind. The
+	// last value of a key wins in os/exec.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.ExtraFiles = []*os.File{lf} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
