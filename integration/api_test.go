@@ -167,7 +167,7 @@ func (f *fakeContainerd) startShim(t *testing.T, id, bundle string) *shim {
 	s.pid = int(r.ShimPid)
 	t.Cleanup(func() {
 		_ = s.client.Close()
-		if syscall.Kill(s.pid, 0) == nil && isShimBinary(s.pid, suite.shimPath) {
+		if shimAlive(s.pid) {
 			_ = syscall.Kill(s.pid, syscall.SIGKILL) // only the shim this test started
 		}
 	})
@@ -235,7 +235,7 @@ func TestAPILifecycleEvents(t *testing.T) {
 	if _, err := s.task.Shutdown(ctx, &taskapi.ShutdownRequest{Id: id}); err != nil && !strings.Contains(err.Error(), "closed") {
 		t.Fatal(err)
 	}
-	if !poll(10*time.Second, func() bool { return syscall.Kill(s.pid, 0) != nil || !isShimBinary(s.pid, suite.shimPath) }) {
+	if !poll(10*time.Second, func() bool { return !shimAlive(s.pid) }) {
 		t.Fatal("shim still running after Shutdown")
 	}
 	want := []string{"/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"}

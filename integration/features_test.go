@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	gogotypes "github.com/gogo/protobuf/types"
 
@@ -71,6 +72,19 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(r)
 	}
 	out := d.mustCtr(t, "task", "metrics", id)
+	metric := func(name string) string {
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+				return f[1]
+			}
+		}
+		return ""
+	}
+	for _, m := range []string{"memory.usage_in_bytes", "cpuacct.usage", "pids.current"} {
+		if v := metric(m); v == "" || v == "0" {
+			t.Errorf("%s is %q; want a non-zero figure from the shim's answer:\n%s", m, v, out)
+		}
+	}
 	// ctr prints a table with the memory limit it read from our Metrics.
 	if !strings.Contains(out, "memory.limit_in_bytes") && !strings.Contains(out, "memory.max") {
 		t.Fatalf("metrics without a memory limit line:\n%s", out)
@@ -215,4 +229,101 @@ func TestUpdateResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.Remove(filepath.Join("/sys/fs/cgroup/memory", f.ns, id))
+}
+
+// TestGroupSharesOneShim: three containers with the same group annotation
+// are served by one shim; deleting two leaves the third running; deleting
+// the last ends the shim.
+func TestGroupSharesOneShim(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	group := d.newID("grp")
+	ann := []string{"-d", "--annotation", "io.containerd.runc.v2.group=" + group}
+	ids := []string{d.newID("g"), d.newID("g"), d.newID("g")}
+	for _, id := range ids {
+		if r := d.run(t, ann, id, "/bin/sleep", "1000"); r.code != 0 {
+			t.Fatal(r)
+		}
+	}
+	addr := func(id string) string { b, _ := os.ReadFile(filepath.Join(d.bundleDir(id), "address")); return string(b) }
+	if a := addr(ids[0]); a == "" || addr(ids[1]) != a || addr(ids[2]) != a {
+		t.Fatalf("grouped containers have different shim addresses: %q %q %q", addr(ids[0]), addr(ids[1]), addr(ids[2]))
+	}
+	shimPid := func() int {
+		for _, id := range ids {
+			if pid, _, ok := taskStatus(t, d, id); ok {
+				return parentPid(pid)
+			}
+		}
+		return 0
+	}
+	shim := shimPid()
+	for _, id := range ids {
+		pid, _, _ := taskStatus(t, d, id)
+		if parentPid(pid) != shim {
+			t.Fatalf("container %s has parent %d, want the group's shim %d", id, parentPid(pid), shim)
+		}
+	}
+	for _, id := range ids[:2] {
+		d.mustCtr(t, "task", "kill", "-s", "SIGKILL", id)
+		waitStatus(t, d, id, "STOPPED")
+		d.mustCtr(t, "task", "rm", id)
+		d.mustCtr(t, "container", "rm", id)
+	}
+	if _, st, _ := taskStatus(t, d, ids[2]); st != "RUNNING" {
+		t.Fatalf("the third container is %q after deleting the other two", st)
+	}
+	if !shimAlive(shim) {
+		t.Fatalf("the group's shim %d exited while a container remains", shim)
+	}
+	d.mustCtr(t, "task", "kill", "-s", "SIGKILL", ids[2])
+	waitStatus(t, d, ids[2], "STOPPED")
+	removeTask(t, d, ids[2])
+	if !poll(10*time.Second, func() bool { return !shimAlive(shim) }) {
+		t.Fatalf("the group's shim %d still runs after its last container was deleted", shim)
+	}
+	assertNoLeftovers(t, d, ids...)
+}
+
+// TestPausedProcessesAreFrozen: a counter written by the container stops
+// while it is paused and moves again after resume.
+func TestPausedProcessesAreFrozen(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	id := d.newID("frozen")
+	counter := filepath.Join(suite.rootfs, "tmp", id)
+	script := "i=0; while :; do i=$((i+1)); echo $i > /tmp/" + id + "; done"
+	if r := d.run(t, []string{"-d"}, id, "/bin/sh", "-c", script); r.code != 0 {
+		t.Fatal(r)
+	}
+	defer os.Remove(counter)
+	read := func() string { b, _ := os.ReadFile(counter); return strings.TrimSpace(string(b)) }
+	advancing := func() bool {
+		a := read()
+		return poll(5*time.Second, func() bool { b := read(); return b != "" && b != a })
+	}
+	if !advancing() {
+		t.Fatal("the counter does not advance in a running container")
+	}
+	d.mustCtr(t, "task", "pause", id)
+	waitStatus(t, d, id, "PAUSED")
+	before := read()
+	time.Sleep(300 * time.Millisecond) // a running loop writes thousands of times in this span
+	if after := read(); after != before {
+		t.Fatalf("the counter moved from %s to %s while paused", before, after)
+	}
+	d.mustCtr(t, "task", "resume", id)
+	waitStatus(t, d, id, "RUNNING")
+	if !advancing() {
+		t.Fatal("the counter does not advance after resume")
+	}
+	d.mustCtr(t, "task", "kill", "-s", "SIGKILL", id)
+	waitStatus(t, d, id, "STOPPED")
+	removeTask(t, d, id)
+}
+
+// shimAlive reports whether pid is a running (not zombie) shim process.
+func shimAlive(pid int) bool {
+	argv := readArgv(pid)
+	return len(argv) > 0 && isShimBinary(pid, argv[0])
 }
