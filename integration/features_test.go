@@ -245,7 +245,10 @@ func TestGroupSharesOneShim(t *testing.T) {
 			t.Fatal(r)
 		}
 	}
-	addr := func(id string) string { b, _ := os.ReadFile(filepath.Join(d.bundleDir(id), "address")); return string(b) }
+	addr := func(id string) string {
+		b, _ := os.ReadFile(filepath.Join(d.bundleDir(id), "address"))
+		return string(b)
+	}
 	if a := addr(ids[0]); a == "" || addr(ids[1]) != a || addr(ids[2]) != a {
 		t.Fatalf("grouped containers have different shim addresses: %q %q %q", addr(ids[0]), addr(ids[1]), addr(ids[2]))
 	}
