@@ -69,7 +69,7 @@ clean:
 	rm -rf bin
 
 # leanshim against containerd-shim-runc-v2 under a private containerd (issue 7);
-# writes bench/RESULTS.md. Not part of `test`: about 40 minutes on 2 cores.
+# writes bench/RESULTS.md. Not part of `test`: about 20 minutes on 2 cores.
 # CONTAINERD=2.4 uses the 2.4.2 build of `make containerd24`; BENCH_FLAGS adds
 # flags (`cd bench && go run . -h` lists them). bench/ is its own Go module.
 .PHONY: bench bench-smoke
