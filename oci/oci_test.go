@@ -188,3 +188,18 @@ func TestRunStdinAndCancel(t *testing.T) {
 		t.Fatalf("cancel took %v", d)
 	}
 }
+
+// TestCancelWithChildHoldingOutput: a runtime whose child inherited its
+// output and outlives it must not keep a cancelled call waiting.
+func TestCancelWithChildHoldingOutput(t *testing.T) {
+	rt := New(Config{Binary: fakeRuntime(t, "sleep 20 & exec sleep 1000"), Root: "/r"}, newReaper(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := rt.Ps(ctx, "c1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want deadline exceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancel took %v", d)
+	}
+}

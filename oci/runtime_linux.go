@@ -150,7 +150,14 @@ func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []
 		return nil, fmt.Errorf("start %s: %w", r.cfg.binary(), err)
 	}
 	// Kill the runtime if the request is abandoned; the exit is still reaped.
-	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	// Closing our read end too: a child of the runtime that inherited its
+	// output must not keep the read below waiting past the deadline.
+	stop := context.AfterFunc(ctx, func() {
+		_ = cmd.Process.Kill()
+		if outR != nil {
+			_ = outR.Close()
+		}
+	})
 	defer stop()
 	var out []byte
 	if outR != nil {

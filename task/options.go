@@ -2,9 +2,11 @@ package task
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
@@ -69,7 +71,7 @@ type runcTOML struct {
 func fromRuntimeOptions(o *runtimeoptions.Options) (*runcopts.Options, error) {
 	var t runcTOML
 	if o.ConfigPath != "" {
-		b, err := os.ReadFile(o.ConfigPath)
+		b, err := readConfigFile(o.ConfigPath)
 		if err != nil {
 			return nil, fmt.Errorf("runtime options config_path: %w: %w", err, errInvalid)
 		}
@@ -88,6 +90,33 @@ func fromRuntimeOptions(o *runtimeoptions.Options) (*runcopts.Options, error) {
 		IoUid: t.IoUid, IoGid: t.IoGid, CriuImagePath: t.CriuImagePath, CriuWorkPath: t.CriuWorkPath,
 		CriuPath: t.CriuPath,
 	}, nil
+}
+
+// maxConfigFile bounds a runtime options file: a real one is a few lines.
+const maxConfigFile = 1 << 20
+
+// readConfigFile reads a regular file of at most maxConfigFile bytes, so a
+// config_path naming a FIFO, a device or a huge file cannot hang Create or
+// exhaust the shim's memory.
+func readConfigFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer; it is then refused below as not a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if st.Size() > maxConfigFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxConfigFile)
+	}
+	return io.ReadAll(io.LimitReader(f, maxConfigFile))
 }
 
 // DecodeOptions is decodeOptions for the shim's start action (stdin).

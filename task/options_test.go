@@ -51,6 +51,8 @@ func TestDecodeOptions(t *testing.T) {
 		{"empty runtimeoptions", anyOf(t, &runtimeoptions.Options{}), &runcopts.Options{}, nil},
 		{"missing config file", anyOf(t, &runtimeoptions.Options{ConfigPath: "/nonexistent.toml"}), nil, errInvalid},
 		{"invalid toml", anyOf(t, &runtimeoptions.Options{ConfigPath: bad}), nil, errInvalid},
+		{"config_path is a device", anyOf(t, &runtimeoptions.Options{ConfigPath: "/dev/zero"}), nil, errInvalid},
+		{"config_path is a directory", anyOf(t, &runtimeoptions.Options{ConfigPath: t.TempDir()}), nil, errInvalid},
 		{"unknown type", &gogotypes.Any{TypeUrl: "example.com/X", Value: []byte{1}}, nil, errInvalid},
 		{"garbage runc options", &gogotypes.Any{TypeUrl: runc.TypeUrl, Value: []byte{0xff, 0xff}}, nil, errInvalid},
 	}
