@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Everything but the black-box suite, which needs root and a containerd.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /integration)
 
-.PHONY: all build install deps unit integration test lint check-imports proto check-proto demo clean containerd24
+.PHONY: all build install deps unit integration test lint check-imports proto check-proto demo clean fuzz fuzz-short containerd24
 
 all: build
 
@@ -60,7 +60,20 @@ proto:
 check-proto:
 	bash scripts/proto.sh check
 
-test: deps lint check-proto unit integration
+# Fuzz targets: a few seconds each in `make test`, longer with `make fuzz`.
+FUZZ_TIME ?= 60s
+FUZZ_TARGETS = ./task:FuzzDecodeOptions ./task:FuzzValidID ./cmd/shim:FuzzReadStartParams
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($(FUZZ_TIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) "$${t%%:*}" || exit 1; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_TIME=5s
+
+test: deps lint check-proto unit fuzz-short integration
 
 demo: deps build
 	bash scripts/demo.sh
