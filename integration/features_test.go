@@ -18,6 +18,25 @@ import (
 	"github.com/leanshim/leanshim/proto/taskapi"
 )
 
+// taskTopicsUntilDelete returns the /tasks/ topics `ctr events` printed for
+// container id, once its /tasks/delete is among them.
+func taskTopicsUntilDelete(t *testing.T, events *bgCtr, id string) []string {
+	t.Helper()
+	var topics []string
+	if !poll(eventTimeout, func() bool {
+		topics = topics[:0]
+		for _, e := range parseEvents(events.out.String()) {
+			if strings.HasPrefix(e.topic, "/tasks/") && e.fields["container_id"] == id {
+				topics = append(topics, e.topic)
+			}
+		}
+		return slices.Contains(topics, "/tasks/delete")
+	}) {
+		t.Fatalf("no /tasks/delete for %s: %v", id, topics)
+	}
+	return topics
+}
+
 func waitStatus(t *testing.T, d *daemon, id, want string) { t.Helper(); waitTaskStatus(t, d, id, want) }
 
 func removeTask(t *testing.T, d *daemon, id string) {
@@ -46,18 +65,7 @@ func TestPauseResumeAndKillWhilePaused(t *testing.T) {
 	d.mustCtr(t, "task", "kill", "-s", "SIGKILL", id)
 	waitStatus(t, d, id, "STOPPED")
 	removeTask(t, d, id)
-	var topics []string
-	if !poll(eventTimeout, func() bool {
-		topics = topics[:0]
-		for _, e := range parseEvents(events.out.String()) {
-			if strings.HasPrefix(e.topic, "/tasks/") && e.fields["container_id"] == id {
-				topics = append(topics, e.topic)
-			}
-		}
-		return slices.Contains(topics, "/tasks/delete")
-	}) {
-		t.Fatalf("no /tasks/delete for %s: %v", id, topics)
-	}
+	topics := taskTopicsUntilDelete(t, events, id)
 	want := []string{"/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed", "/tasks/paused", "/tasks/exit", "/tasks/delete"}
 	if !slices.Equal(topics, want) {
 		t.Fatalf("events %v; want %v", topics, want)
@@ -112,18 +120,7 @@ func TestOOMBeforeExit(t *testing.T) {
 	if r.code != 137 {
 		t.Fatalf("want the OOM-killed container to exit 137; got %v", r)
 	}
-	var topics []string
-	if !poll(eventTimeout, func() bool {
-		topics = topics[:0]
-		for _, e := range parseEvents(events.out.String()) {
-			if strings.HasPrefix(e.topic, "/tasks/") && e.fields["container_id"] == id {
-				topics = append(topics, e.topic)
-			}
-		}
-		return slices.Contains(topics, "/tasks/delete")
-	}) {
-		t.Fatalf("no /tasks/delete for %s: %v", id, topics)
-	}
+	topics := taskTopicsUntilDelete(t, events, id)
 	oom, exit := slices.Index(topics, "/tasks/oom"), slices.Index(topics, "/tasks/exit")
 	if oom < 0 || exit < 0 || oom > exit {
 		t.Fatalf("want /tasks/oom before /tasks/exit; got %v", topics)
