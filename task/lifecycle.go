@@ -138,9 +138,9 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	delete(s.containers, r.Id)
 	s.mu.Unlock()
 	c.mu.Lock()
-	if !c.initReported && c.pendingInit == nil && c.initExited {
-		// Cannot happen (the exit is reported before Wait returns), kept
-		// so TaskDelete can never precede TaskExit.
+	if c.initExited && !c.initReported {
+		// An exit still held back (for execs, or a Start in flight) goes
+		// out now: TaskDelete never precedes the init's TaskExit.
 		c.publishInitExitLocked(e)
 	}
 	c.pub.Publish("/tasks/delete", &events.TaskDelete{
@@ -152,27 +152,24 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 
 // Pause freezes the container.
 func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*gogotypes.Empty, error) {
-	c, err := s.get(r.Id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if err := c.init.Pause(ctx); err != nil {
-		return nil, toStatus(err)
-	}
-	s.cfg.Publisher.Publish("/tasks/paused", &events.TaskPaused{ContainerId: r.Id})
-	return empty, nil
+	return s.freeze(ctx, r.Id, (*process.Init).Pause, "/tasks/paused", &events.TaskPaused{ContainerId: r.Id})
 }
 
 // Resume thaws the container.
 func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*gogotypes.Empty, error) {
-	c, err := s.get(r.Id)
+	return s.freeze(ctx, r.Id, (*process.Init).Resume, "/tasks/resumed", &events.TaskResumed{ContainerId: r.Id})
+}
+
+// freeze runs Pause or Resume on the container's init and publishes ev.
+func (s *Service) freeze(ctx context.Context, id string, op func(*process.Init, context.Context) error, topic string, ev proto.Message) (*gogotypes.Empty, error) {
+	c, err := s.get(id)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := c.init.Resume(ctx); err != nil {
+	if err := op(c.init, ctx); err != nil {
 		return nil, toStatus(err)
 	}
-	s.cfg.Publisher.Publish("/tasks/resumed", &events.TaskResumed{ContainerId: r.Id})
+	s.cfg.Publisher.Publish(topic, ev)
 	return empty, nil
 }
 
