@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,10 +13,10 @@ import (
 	"github.com/leanshim/leanshim/reaper"
 )
 
-// Starter starts a command and reports its exit exactly once. *reaper.Reaper
+// Runner runs a command to completion and reports its exit. *reaper.Reaper
 // implements it; it must be the only wait4 caller in the process.
-type Starter interface {
-	Start(cmd *exec.Cmd) (<-chan reaper.Exit, error)
+type Runner interface {
+	RunCmd(ctx context.Context, cmd *exec.Cmd, stdin []byte, capture bool) ([]byte, reaper.Exit, error)
 }
 
 // Stdio is what a started container or exec process inherits as fds 0-2.
@@ -29,13 +28,13 @@ type Stdio struct {
 // Runtime runs one OCI runtime binary for one container. It holds no state
 // besides its configuration and is safe for concurrent use.
 type Runtime struct {
-	cfg     Config
-	starter Starter
+	cfg    Config
+	runner Runner
 }
 
-// New returns a Runtime that starts every command through s.
-func New(cfg Config, s Starter) *Runtime {
-	return &Runtime{cfg: cfg, starter: s}
+// New returns a Runtime that runs every command through r.
+func New(cfg Config, r Runner) *Runtime {
+	return &Runtime{cfg: cfg, runner: r}
 }
 
 // Create runs "create": the container's init is created and waits for Start.
@@ -101,7 +100,7 @@ func (r *Runtime) Ps(ctx context.Context, id string) ([]int, error) {
 	return pids, nil
 }
 
-// run starts the runtime with args and waits for it through the Starter.
+// run starts the runtime with args and waits for it through the Runner.
 // With stdio, the child inherits those files and its output is not captured
 // (create and exec hand them on to the container). Otherwise stdout and
 // stderr are captured and returned. If ctx ends first the runtime is killed,
@@ -112,9 +111,6 @@ func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []
 	// half-created), and must not inherit systemd's notify socket.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = withoutEnv(os.Environ(), "NOTIFY_SOCKET")
-
-	var outR, outW *os.File
-	var err error
 	if stdio != nil {
 		// Assign only non-nil files: a nil *os.File in the io.Reader/Writer
 		// field would not mean /dev/null to os/exec.
@@ -127,70 +123,17 @@ func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []
 		if stdio.Stderr != nil {
 			cmd.Stderr = stdio.Stderr
 		}
-	} else {
-		if outR, outW, err = os.Pipe(); err != nil {
-			return nil, err
-		}
-		defer outR.Close()
-		cmd.Stdout, cmd.Stderr = outW, outW
 	}
-	if stdin != nil {
-		f, err := stdinFile(stdin)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		cmd.Stdin = f
-	}
-	exitc, err := r.starter.Start(cmd)
-	if outW != nil {
-		_ = outW.Close() // the child has its copy; EOF comes when it exits
-	}
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", r.cfg.binary(), err)
-	}
-	// Kill the runtime if the request is abandoned; the exit is still reaped.
-	// Closing our read end too: a child of the runtime that inherited its
-	// output must not keep the read below waiting past the deadline.
-	stop := context.AfterFunc(ctx, func() {
-		_ = cmd.Process.Kill()
-		if outR != nil {
-			_ = outR.Close()
-		}
-	})
-	defer stop()
-	var out []byte
-	if outR != nil {
-		out, _ = io.ReadAll(io.LimitReader(outR, 1<<20))
-	}
-	e := <-exitc
-	reaper.Release(cmd)
-	if e.Status != 0 {
-		if ctx.Err() != nil {
-			return out, fmt.Errorf("%s %s: %w", r.cfg.binary(), args[0], ctx.Err())
-		}
+	out, e, err := r.runner.RunCmd(ctx, cmd, stdin, stdio == nil)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return out, fmt.Errorf("%s %s: %w", r.cfg.binary(), args[0], ctx.Err())
+	case err != nil:
+		return out, fmt.Errorf("%s %s: %w", r.cfg.binary(), args[0], err)
+	case e.Status != 0:
 		return out, runtimeError(r.cfg.Log, out, &ExitError{Status: e.Status})
 	}
 	return out, nil
-}
-
-// stdinFile returns a pipe read end that yields b and then EOF. b must fit in
-// the pipe buffer (64 KiB), which resource JSON does.
-func stdinFile(b []byte) (*os.File, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(b); err != nil {
-		_ = r.Close()
-		_ = w.Close()
-		return nil, fmt.Errorf("write runtime stdin: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		_ = r.Close()
-		return nil, err
-	}
-	return r, nil
 }
 
 func withoutEnv(env []string, key string) []string {

@@ -14,6 +14,7 @@ import (
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
 
+	"github.com/leanshim/leanshim/oci"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/reaper"
@@ -92,7 +93,7 @@ func forceDelete(id string, rc process.RuntimeConfig) error {
 	defer cancel()
 	return withReaper(ctx, func(r *reaper.Reaper) error {
 		err := process.NewFactory(r).NewRuntime(rc).Delete(ctx, id, true)
-		if err != nil && strings.Contains(err.Error(), "does not exist") {
+		if errors.Is(err, oci.ErrNotExist) {
 			return nil // already gone: delete is idempotent
 		}
 		return err

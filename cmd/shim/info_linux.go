@@ -71,14 +71,14 @@ func infoAction(stdin io.Reader, stdout io.Writer) error {
 func runtimeFeatures(ctx context.Context, binary string) ([]byte, error) {
 	var out []byte
 	err := withReaper(ctx, func(r *reaper.Reaper) error {
-		var status int
+		var e reaper.Exit
 		var err error
-		out, status, err = runChild(ctx, r, exec.Command(binary, "features"), nil)
+		out, e, err = r.RunCmd(ctx, exec.Command(binary, "features"), nil, true)
 		switch {
 		case err != nil:
 			return err
-		case status != 0:
-			return fmt.Errorf("%s features: exit status %d", binary, status)
+		case e.Status != 0:
+			return fmt.Errorf("%s features: exit status %d", binary, e.Status)
 		case !json.Valid(out):
 			return fmt.Errorf("%s features: not JSON", binary)
 		}

@@ -105,8 +105,8 @@ func TestBinarySender(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if _, _, err := runChild(ctx, r, osexec.Command(self), nil); err == nil {
-			t.Errorf("runChild with a done ctx: want an error")
+		if _, _, err := r.RunCmd(ctx, osexec.Command(self), nil, true); err == nil {
+			t.Errorf("RunCmd with a done ctx: want an error")
 		}
 		return nil
 	})

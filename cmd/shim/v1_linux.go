@@ -95,12 +95,12 @@ func (s binarySender) Send(ctx context.Context, env *eventsapi.Envelope) error {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	cmd := exec.Command(s.containerd, "--address", s.address, "publish", "--topic", env.Topic, "--namespace", env.Namespace)
-	out, status, err := runChild(ctx, s.r, cmd, data)
+	out, e, err := s.r.RunCmd(ctx, cmd, data, true)
 	if err != nil {
 		return fmt.Errorf("%s publish %s: %w", s.containerd, env.Topic, err)
 	}
-	if status != 0 {
-		return fmt.Errorf("%s publish %s: exit status %d: %s", s.containerd, env.Topic, status, bytes.TrimSpace(out))
+	if e.Status != 0 {
+		return fmt.Errorf("%s publish %s: exit status %d: %s", s.containerd, env.Topic, e.Status, bytes.TrimSpace(out))
 	}
 	return nil
 }
