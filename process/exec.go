@@ -93,6 +93,7 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	tr := e.init.factory.reaper.Track()
 	defer tr.Close()
 	pidFile := filepath.Join(bundle, e.id+".pid")
+	defer os.Remove(pidFile) // read once; the bundle keeps no per-exec files
 	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
 		ProcessFile: spec, PidFile: pidFile,
 		ConsoleSocket: io.ConsoleSocket(),
@@ -104,14 +105,12 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	}
 	if err := receiveConsole(ctx, io); err != nil {
 		killUnclaimed(ctx, tr, pidFile)
-		_ = os.Remove(pidFile)
 		return 0, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
 		return 0, err
 	}
-	_ = os.Remove(pidFile) // read once; the bundle keeps no per-exec files
 	e.mu.Lock()
 	e.pid = pid
 	if e.state == Created {
@@ -126,7 +125,9 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	x := <-exitc
 	e.mu.Lock()
 	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
-	e.state = Stopped
+	if e.state != Deleted {
+		e.state = Stopped
+	}
 	io := e.io
 	e.mu.Unlock()
 	io.ProcessExited() // a terminal's output ends once the pty is drained
@@ -173,7 +174,8 @@ func (e *Exec) Wait(ctx context.Context) (Exit, error) {
 func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 	e.mu.Lock()
 	s, io := e.state, e.io
-	if s != Created && s != Stopped {
+	// A Created exec whose Start is running (io set) is not deletable yet.
+	if s != Stopped && (s != Created || io != nil) {
 		e.mu.Unlock()
 		return Exit{}, fmt.Errorf("cannot delete a %s exec: %w", s, ErrInvalidState)
 	}

@@ -170,9 +170,6 @@ func (p *Init) watch(exitc <-chan reaper.Exit) {
 // ID returns the container id.
 func (p *Init) ID() string { return p.id }
 
-// Bundle returns the bundle path.
-func (p *Init) Bundle() string { return p.bundle }
-
 // Status returns the state, pid and (once Stopped) exit.
 func (p *Init) Status() (State, int, Exit) {
 	p.mu.Lock()

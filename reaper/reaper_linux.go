@@ -117,21 +117,20 @@ func (r *Reaper) deliver(e Exit) {
 }
 
 // Start starts cmd and returns a channel that receives its exit exactly once.
-// The pid is registered under the lock the reap loop delivers under, so an
-// instant exit cannot be missed. The caller must not call cmd.Wait (this
+// A Tracker is open across cmd.Start, so an instant exit cannot be missed,
+// and no lock is held while the child forks and execs (other starts and
+// exit delivery go on meanwhile). The caller must not call cmd.Wait (this
 // package is the only wait4 caller); it receives from the channel instead and
 // then calls Release. cmd must not use a context (exec.CommandContext starts a
 // goroutine that only Wait stops) and its Stdin/Stdout/Stderr must be nil or
 // *os.File for the same reason.
 func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	t := r.Track()
+	defer t.Close()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	ch := make(chan Exit, 1)
-	r.waiters[cmd.Process.Pid] = ch
-	return ch, nil
+	return t.Claim(cmd.Process.Pid), nil
 }
 
 // Release frees what os/exec holds for a started command (its pidfd) once its

@@ -30,8 +30,11 @@ func spliceCopy(dst, src *os.File) (written int64, handled bool, err error) {
 	if err != nil {
 		return 0, false, nil
 	}
-	var dfd int
+	var sfd, dfd int
 	if err := dstRC.Control(func(fd uintptr) { dfd = int(fd) }); err != nil {
+		return 0, false, nil
+	}
+	if err := srcRC.Control(func(fd uintptr) { sfd = int(fd) }); err != nil {
 		return 0, false, nil
 	}
 	for {
@@ -47,8 +50,6 @@ func spliceCopy(dst, src *os.File) (written int64, handled bool, err error) {
 		}
 		if errors.Is(serr, errDstFull) {
 			// Wait until dst is writable, then splice.
-			var sfd int
-			_ = srcRC.Control(func(fd uintptr) { sfd = int(fd) })
 			werr := dstRC.Write(func(uintptr) bool {
 				n, serr = splice(sfd, dfd)
 				return !errors.Is(serr, errDstFull)

@@ -33,9 +33,6 @@ type Config struct {
 // Starter starts cmd; wait blocks until cmd has exited and frees it.
 type Starter func(cmd *exec.Cmd) (wait func(), err error)
 
-// IsNull reports whether the process has no streams at all.
-func (c Config) IsNull() bool { return c.Stdin == "" && c.Stdout == "" && c.Stderr == "" }
-
 // Files are the files a process inherits as fds 0-2; nil means /dev/null.
 type Files struct {
 	Stdin, Stdout, Stderr *os.File
@@ -221,7 +218,9 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		if err := chown(w, cfg); err != nil {
 			return err
 		}
+		p.mu.Lock() // the copiers already started decrement it under mu
 		p.pending++
+		p.mu.Unlock()
 		go p.copyOut(fifo, r) // ends at EOF (all writers gone) or Close; owned by p
 	}
 	return nil
