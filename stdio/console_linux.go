@@ -61,14 +61,9 @@ func (p *Pipes) openConsole(cfg Config) (retErr error) {
 		}
 	}
 	if cfg.Stdout != "" {
-		path, err := fifoPath(cfg.Stdout)
-		if err != nil {
+		var err error
+		if c.out, err = openOutputFIFO(cfg.Stdout); err != nil {
 			return err
-		}
-		// O_RDWR and O_NONBLOCK as for pipes: no EPIPE when the client
-		// goes away, and a full FIFO parks the copier in the poller.
-		if c.out, err = os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0); err != nil {
-			return fmt.Errorf("open output fifo: %w", err)
 		}
 	}
 	p.con, p.stdinHold = c, hold

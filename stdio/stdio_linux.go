@@ -154,21 +154,13 @@ func (p *Pipes) openStdin(cfg Config) error {
 	if cfg.Stdin == "" {
 		return nil
 	}
-	path, err := fifoPath(cfg.Stdin)
+	// Non-blocking open for reading succeeds without a writer; then our own
+	// write end keeps reads from seeing EOF until CloseStdin (fifo(7)).
+	src, hold, err := openStdinFIFO(cfg.Stdin)
 	if err != nil {
 		return err
 	}
-	// Non-blocking open for reading succeeds without a writer; then our own
-	// write end keeps reads from seeing EOF until CloseStdin (fifo(7)).
-	src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin fifo: %w", err)
-	}
 	p.track(src)
-	hold, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin fifo for writing: %w", err)
-	}
 	p.stdinHold = hold
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -197,16 +189,9 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		if s.uri == "" {
 			continue
 		}
-		path, err := fifoPath(s.uri)
+		fifo, err := openOutputFIFO(s.uri)
 		if err != nil {
 			return err
-		}
-		// O_RDWR: the shim is a reader too, so the process never gets EPIPE
-		// when the client goes away; O_NONBLOCK: a full FIFO parks the
-		// copier in the poller instead of holding an OS thread.
-		fifo, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("open output fifo: %w", err)
 		}
 		p.track(fifo)
 		r, w, err := os.Pipe()
@@ -349,4 +334,19 @@ func fifoPath(s string) (string, error) {
 		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)
 	}
 	return u.Path, nil
+}
+
+// openOutputFIFO opens an output FIFO O_RDWR: the shim is a reader too, so
+// the process never gets EPIPE when the client goes away; and O_NONBLOCK: a
+// full FIFO parks the copier in the poller instead of holding an OS thread.
+func openOutputFIFO(uri string) (*os.File, error) {
+	path, err := fifoPath(uri)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open output fifo: %w", err)
+	}
+	return f, nil
 }
