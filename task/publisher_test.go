@@ -1,12 +1,18 @@
 package task
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gogo/protobuf/proto"
 
 	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/eventsapi"
@@ -105,4 +111,340 @@ func TestPublisherFlushAfterRunEnds(t *testing.T) {
 	if err := p.Flush(t.Context()); err != nil {
 		t.Fatalf("Flush after Run ended = %v, want nil (nothing more will be delivered)", err)
 	}
+}
+
+// testEvent returns an event for topic whose container id is id; the tests
+// use the id to tell events apart.
+func testEvent(topic, id string) proto.Message {
+	switch topic {
+	case "/tasks/exit":
+		return &events.TaskExit{ContainerId: id}
+	case "/tasks/start":
+		return &events.TaskStart{ContainerId: id}
+	case "/tasks/exec-added":
+		return &events.TaskExecAdded{ContainerId: id}
+	case "/tasks/exec-started":
+		return &events.TaskExecStarted{ContainerId: id}
+	case "/tasks/paused":
+		return &events.TaskPaused{ContainerId: id}
+	}
+	panic("testEvent: no event for " + topic)
+}
+
+// eventID reads back testEvent's id: every task event carries its container
+// id as field 1, so any of them decodes as a TaskOOM.
+func eventID(t *testing.T, env *eventsapi.Envelope) string {
+	t.Helper()
+	var e events.TaskOOM
+	if err := proto.Unmarshal(env.Event.Value, &e); err != nil {
+		t.Fatalf("unmarshal %s: %v", env.Topic, err)
+	}
+	return e.ContainerId
+}
+
+// queuedIDs returns the ids of the live events in p's queue, oldest first,
+// and checks the queue's bookkeeping on the way.
+func queuedIDs(t *testing.T, p *Publisher) []string {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []string
+	holes, droppable := 0, 0
+	for i, e := range p.queue {
+		switch {
+		case e.Envelope == nil:
+			holes++
+		case !e.keep:
+			droppable++
+			if i > 0 && i < p.next {
+				t.Errorf("live droppable event at %d, before next %d", i, p.next)
+			}
+		}
+		if e.Envelope != nil {
+			ids = append(ids, eventID(t, e.Envelope))
+		}
+	}
+	if len(p.queue) > 0 && p.queue[0].Envelope == nil {
+		t.Error("queue[0] is a hole")
+	}
+	if holes != p.holes || droppable != p.droppable || p.next < 1 {
+		t.Errorf("holes %d droppable %d next %d, counted %d and %d", p.holes, p.droppable, p.next, holes, droppable)
+	}
+	return ids
+}
+
+// TestPublisherDropOldest checks which events a full queue drops, on a
+// Publisher that never runs, so nothing is delivered.
+func TestPublisherDropOldest(t *testing.T) {
+	const exec, exit = "/tasks/exec-added", "/tasks/exit"
+	type ev struct{ topic, id string }
+	for _, tc := range []struct {
+		name        string
+		limit       int
+		publish     []ev
+		want        []string
+		wantDropped uint64
+	}{
+		{"under the limit", 3, []ev{{exec, "a"}, {exit, "x"}, {exec, "b"}, {exec, "c"}}, []string{"a", "x", "b", "c"}, 0},
+		{"oldest after the head", 2, []ev{{exec, "a"}, {exec, "b"}, {exit, "x"}, {exec, "c"}}, []string{"a", "x", "c"}, 1},
+		{"the head is never dropped", 1, []ev{{exec, "a"}, {exec, "b"}, {exec, "c"}}, []string{"a"}, 2},
+		{"kept events are never dropped", 2, []ev{{exit, "x"}, {exec, "a"}, {exit, "y"}, {exec, "b"}, {"/tasks/start", "s"}, {exec, "c"}, {"/tasks/paused", "d"}},
+			[]string{"x", "y", "s", "c", "d"}, 2},
+		{"many drops compact", 2, []ev{{exit, "x"}, {exec, "1"}, {exec, "2"}, {exec, "3"}, {exit, "y"}, {exec, "4"}, {exec, "5"}, {exec, "6"}, {exec, "7"}},
+			[]string{"x", "y", "6", "7"}, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPublisherWith(nil, "ns", slog.New(slog.DiscardHandler))
+			p.limit = tc.limit
+			for _, e := range tc.publish {
+				p.Publish(e.topic, testEvent(e.topic, e.id))
+				queuedIDs(t, p) // checks the bookkeeping after every step
+			}
+			if got := queuedIDs(t, p); !slices.Equal(got, tc.want) {
+				t.Errorf("queued %v, want %v", got, tc.want)
+			}
+			if got := p.Dropped(); got != tc.wantDropped {
+				t.Errorf("Dropped() = %d, want %d", got, tc.wantDropped)
+			}
+		})
+	}
+}
+
+// awaySender fails every Send, as if containerd were unreachable, until
+// back is closed; then it records what it delivers.
+type awaySender struct {
+	back     chan struct{}
+	tried    chan struct{} // closed at the first attempt
+	tryOnce  sync.Once
+	mu       sync.Mutex
+	received []*eventsapi.Envelope
+}
+
+func (a *awaySender) Send(ctx context.Context, env *eventsapi.Envelope) error {
+	a.tryOnce.Do(func() { close(a.tried) })
+	select {
+	case <-a.back:
+	default:
+		return errors.New("containerd away")
+	}
+	a.mu.Lock()
+	a.received = append(a.received, env)
+	a.mu.Unlock()
+	return nil
+}
+
+// lockedBuffer is a log destination safe to read while Run writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(b)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPublisherBoundedWhileAway is issue 6: a health probe's execs while
+// containerd is away. The queue stays bounded, every exit is delivered once
+// and in order, the newest droppable events survive, Flush returns, and the
+// drained queue holds no memory.
+func TestPublisherBoundedWhileAway(t *testing.T) {
+	const execs, exits = 10000, 50
+	logs := &lockedBuffer{}
+	a := &awaySender{back: make(chan struct{}), tried: make(chan struct{})}
+	p := NewPublisherWith(a, "ns", slog.New(slog.NewTextHandler(logs, nil)))
+	ctx, cancel := context.WithCancel(t.Context())
+	var runErr error
+	done := make(chan struct{})
+	go func() { defer close(done); runErr = p.Run(ctx) }() // joined below, or by the cleanup
+	t.Cleanup(func() { cancel(); <-done })
+
+	var published, droppable []string
+	kept := 0
+	for i := range execs {
+		topic := "/tasks/exec-added"
+		if i%2 == 1 {
+			topic = "/tasks/exec-started"
+		}
+		id := fmt.Sprint("e", i)
+		p.Publish(topic, testEvent(topic, id))
+		published, droppable = append(published, id), append(droppable, id)
+		if i%(execs/exits) == execs/exits-1 {
+			id := fmt.Sprint("x", kept)
+			p.Publish("/tasks/exit", testEvent("/tasks/exit", id))
+			published = append(published, id)
+			kept++
+		}
+		if i == 0 {
+			<-a.tried // Run is retrying the first event from now on
+		}
+		p.mu.Lock()
+		live, size := len(p.queue)-p.holes, len(p.queue)
+		p.mu.Unlock()
+		if live > maxDroppable+kept || size > 2*(maxDroppable+kept)+1 {
+			t.Fatalf("after %d execs: %d events queued in %d slots, want at most %d", i+1, live, size, maxDroppable+kept)
+		}
+	}
+	if got, want := p.Dropped(), uint64(execs-maxDroppable); got != want {
+		t.Fatalf("Dropped() = %d, want %d", got, want)
+	}
+
+	close(a.back)
+	if err := p.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	<-done
+	if runErr != nil {
+		t.Fatalf("Run = %v", runErr)
+	}
+
+	// What arrived: the first exec (in flight when the queue filled up), the
+	// newest maxDroppable-1 execs and every exit, each once, in the order
+	// they were published.
+	var got []string
+	for _, env := range a.received {
+		got = append(got, eventID(t, env))
+	}
+	var want []string
+	survivors := map[string]bool{droppable[0]: true}
+	for _, id := range droppable[len(droppable)-(maxDroppable-1):] {
+		survivors[id] = true
+	}
+	for _, id := range published {
+		if id[0] == 'x' || survivors[id] {
+			want = append(want, id)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered %d events, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+
+	p.mu.Lock()
+	size, holes, nd := cap(p.queue), p.holes, p.droppable
+	p.mu.Unlock()
+	if size != 0 || holes != 0 || nd != 0 {
+		t.Errorf("drained queue keeps cap %d, %d holes, %d droppable; want none", size, holes, nd)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "event queue full"); n != 1 {
+		t.Errorf("logged %d 'queue full' lines, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "event queue drained"); n != 1 || !strings.Contains(out, fmt.Sprint("dropped=", execs-maxDroppable)) {
+		t.Errorf("want one 'queue drained' line with dropped=%d:\n%s", execs-maxDroppable, out)
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestPublisherFlushIgnoresLaterDrops checks that drops do not let a Flush
+// return before an older kept event is delivered, as a count of events gone
+// would when the events dropped are newer than the Flush.
+func TestPublisherFlushIgnoresLaterDrops(t *testing.T) {
+	g := &gateSender{allow: make(chan struct{})}
+	p := NewPublisherWith(g, "ns", slog.New(slog.DiscardHandler))
+	p.limit = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }() // joined by the cleanup
+	t.Cleanup(func() { cancel(); <-done })
+
+	p.Publish("/tasks/exit", testEvent("/tasks/exit", "x"))
+	short, cancelShort := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancelShort()
+	fctx := &waitingCtx{Context: short, waiting: make(chan struct{})}
+	flushed := make(chan error, 1)
+	go func() { flushed <- p.Flush(fctx) }() // joined below
+	<-fctx.waiting                           // Flush has taken its target: the exit
+	for i := range 4 {
+		p.Publish("/tasks/exec-added", testEvent("/tasks/exec-added", fmt.Sprint("e", i)))
+	}
+	if p.Dropped() != 3 {
+		t.Fatalf("Dropped() = %d, want 3", p.Dropped())
+	}
+	if err := <-flushed; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with the exit undelivered = %v, want DeadlineExceeded", err)
+	}
+	g.allow <- struct{}{} // the exit
+	g.allow <- struct{}{} // e3, the one exec left
+	if err := p.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !slices.Equal(g.topics, []string{"/tasks/exit", "/tasks/exec-added"}) {
+		t.Fatalf("delivered %v, want the exit and one exec", g.topics)
+	}
+}
+
+// waitingCtx closes waiting the first time Done is called: Flush calls it
+// only once it has taken its target and found something to wait for.
+type waitingCtx struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func (c *waitingCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
+}
+
+// TestPublisherInOrderWithoutDrops checks that below the limit every event
+// is delivered once and in order, through failed attempts.
+func TestPublisherInOrderWithoutDrops(t *testing.T) {
+	a := &flakySender{}
+	p := runPublisher(t, a)
+	topics := []string{"/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit", "/tasks/paused"}
+	var want []string
+	for i := range 500 {
+		id := fmt.Sprint(i)
+		p.Publish(topics[i%len(topics)], testEvent(topics[i%len(topics)], id))
+		want = append(want, id)
+	}
+	if err := p.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var got []string
+	for _, env := range a.received {
+		got = append(got, eventID(t, env))
+	}
+	if !slices.Equal(got, want) || p.Dropped() != 0 {
+		t.Fatalf("delivered %d events (first difference at %d), dropped %d; want all %d in order",
+			len(got), firstDiff(got, want), p.Dropped(), len(want))
+	}
+}
+
+// flakySender fails every 125th attempt.
+type flakySender struct {
+	mu       sync.Mutex
+	attempts int
+	received []*eventsapi.Envelope
+}
+
+func (f *flakySender) Send(ctx context.Context, env *eventsapi.Envelope) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attempts++
+	if f.attempts%125 == 0 {
+		return errors.New("containerd away")
+	}
+	f.received = append(f.received, env)
+	return nil
 }
