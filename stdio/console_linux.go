@@ -29,7 +29,7 @@ const consoleSocketName = "pty.sock"
 type console struct {
 	dir string   // private 0700 dir holding the socket; removed once used or closed
 	in  *os.File // read end of the stdin FIFO, or nil; closed by copyIn or close
-	out *os.File // stdout FIFO opened O_RDWR, or nil; closed by copyOut or close
+	out *output  // stdout FIFO, or nil; closed by copyOut or close
 
 	mu      sync.Mutex        // guards the fields below
 	l       *net.UnixListener // the console socket until a master is received
@@ -62,7 +62,7 @@ func (p *Pipes) openConsole(cfg Config) (retErr error) {
 	}
 	if cfg.Stdout != "" {
 		var err error
-		if c.out, err = openOutputFIFO(cfg.Stdout); err != nil {
+		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg); err != nil {
 			return err
 		}
 	}
@@ -304,10 +304,11 @@ func (c *console) sendEOF() {
 
 // copyOut copies the master to the stdout FIFO until the process has exited
 // and the pty holds nothing more, then closes the FIFO: the client reads EOF.
+// While the FIFO has no reader the output is discarded (see output).
 // EIO from the master (no process holds the slave) does not end it: another
 // process may open the slave again (the container's /dev/console), as
-// containerd's EpollConsole also assumes. The exit does. If the FIFO cannot
-// be written it keeps reading, so the process never blocks on a dead client.
+// containerd's EpollConsole also assumes. The exit does. If the FIFO fails
+// otherwise it keeps reading, so the process never blocks on a dead client.
 func (c *console) copyOut(p *Pipes) {
 	defer p.copierDone()
 	defer c.copiers.Done()
@@ -316,14 +317,15 @@ func (c *console) copyOut(p *Pipes) {
 	var werr error
 	write := func(b []byte) {
 		if werr == nil && c.out != nil {
-			_, werr = c.out.Write(b)
+			werr = c.out.Write(b)
 		}
 	}
 	if err := c.copyMaster(*buf, write); errors.Is(err, os.ErrDeadlineExceeded) {
 		c.drain(*buf, write)
 	}
 	if c.out != nil {
-		_ = c.out.Close() // the client now reads EOF
+		c.out.end()
+		_ = c.out.f.Close() // the client now reads EOF
 	}
 }
 
@@ -464,7 +466,11 @@ func (c *console) closeFiles() {
 	if c.dir != "" {
 		_ = os.RemoveAll(c.dir) // gone already once a master was received
 	}
-	for _, f := range []*os.File{c.in, m, c.out} {
+	fs := []*os.File{c.in, m}
+	if c.out != nil {
+		fs = append(fs, c.out.f)
+	}
+	for _, f := range fs {
 		if f != nil {
 			_ = f.Close() // a copier may have closed it already
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +29,10 @@ type Config struct {
 	Start Starter
 	// ID and Namespace name the container to a binary:// logger.
 	ID, Namespace string
+	// Log, if set, records when output is discarded because its FIFO has no
+	// reader (see output); ExecID, if set, names the exec in those lines.
+	Log    *slog.Logger
+	ExecID string
 }
 
 // Starter starts cmd; wait blocks until cmd has exited and frees it.
@@ -53,6 +58,8 @@ type Pipes struct {
 	done    chan struct{} // closed when pending reaches 0
 
 	logger *logger // binary:// logger or nil; set by Open, stopped by Close
+
+	outs []*output // the output FIFOs; set by Open
 
 	con *console // the terminal with Config.Terminal, or nil; closed by Close
 }
@@ -183,17 +190,18 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		return p.openBinary(cfg)
 	}
 	for _, s := range []struct {
-		uri string
-		dst **os.File
-	}{{cfg.Stdout, &p.child.Stdout}, {cfg.Stderr, &p.child.Stderr}} {
+		uri, name string
+		dst       **os.File
+	}{{cfg.Stdout, "stdout", &p.child.Stdout}, {cfg.Stderr, "stderr", &p.child.Stderr}} {
 		if s.uri == "" {
 			continue
 		}
-		fifo, err := openOutputFIFO(s.uri)
+		out, err := openOutputFIFO(s.uri, s.name, cfg)
 		if err != nil {
 			return err
 		}
-		p.track(fifo)
+		p.track(out.f)
+		p.outs = append(p.outs, out)
 		r, w, err := os.Pipe()
 		if err != nil {
 			return err
@@ -206,7 +214,7 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		p.mu.Lock() // the copiers already started decrement it under mu
 		p.pending++
 		p.mu.Unlock()
-		go p.copyOut(fifo, r) // ends at EOF (all writers gone) or Close; owned by p
+		go p.copyOut(out, r) // ends at EOF (all writers gone) or Close; owned by p
 	}
 	return nil
 }
@@ -241,33 +249,61 @@ func (p *Pipes) openLogFile(cfg Config) error {
 
 // copyOut copies the process's output pipe to its FIFO until EOF, then closes
 // both. It splices (no user-space buffer) and falls back to a buffered copy
-// where the kernel refuses splice. If the FIFO cannot be written it keeps
-// draining the pipe, so the process never blocks on a dead reader.
-func (p *Pipes) copyOut(dst, src *os.File) {
+// where the kernel refuses splice. While the FIFO has no reader it discards
+// (see output), so the process never blocks on a reader that is gone.
+func (p *Pipes) copyOut(dst *output, src *os.File) {
 	defer p.copierDone()
-	_, handled, err := spliceCopy(dst, src)
-	if !handled || (err != nil && !errors.Is(err, os.ErrClosed)) {
-		bufferedCopy(dst, src)
+	for {
+		_, handled, err := spliceCopy(dst.f, src)
+		if !handled {
+			bufferedCopy(dst, src)
+			break
+		}
+		if !errors.Is(err, unix.EPIPE) {
+			if err != nil && !errors.Is(err, os.ErrClosed) {
+				bufferedCopy(dst, src) // an unexpected splice error: keep the process's pipe flowing
+			}
+			break
+		}
+		dst.startDropping()
+		if !dst.discard(src) {
+			break
+		}
 	}
-	_ = dst.Close() // the client now reads EOF
+	dst.end()
+	_ = dst.f.Close() // the client now reads EOF
 	_ = src.Close()
 }
 
 // bufferedCopy copies src to dst through a pooled buffer until src ends; a
-// failed write turns it into a drain.
-func bufferedCopy(dst, src *os.File) {
+// write that fails for a reason other than a missing reader turns it into a
+// drain.
+func bufferedCopy(dst *output, src *os.File) {
 	buf := getBuf()
 	defer putBuf(buf)
 	var werr error
 	for {
 		n, err := src.Read(*buf)
 		if n > 0 && werr == nil {
-			_, werr = dst.Write((*buf)[:n])
+			werr = dst.Write((*buf)[:n])
 		}
 		if err != nil {
 			return // io.EOF: every writer is gone; or Close
 		}
 	}
+}
+
+// Discarded returns how many bytes of output were thrown away because their
+// FIFO had no reader.
+func (p *Pipes) Discarded() int64 {
+	var n int64
+	for _, o := range p.outs {
+		n += o.total.Load()
+	}
+	if p.con != nil && p.con.out != nil {
+		n += p.con.out.total.Load()
+	}
+	return n
 }
 
 func (p *Pipes) copierDone() {
@@ -334,19 +370,4 @@ func fifoPath(s string) (string, error) {
 		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)
 	}
 	return u.Path, nil
-}
-
-// openOutputFIFO opens an output FIFO O_RDWR: the shim is a reader too, so
-// the process never gets EPIPE when the client goes away; and O_NONBLOCK: a
-// full FIFO parks the copier in the poller instead of holding an OS thread.
-func openOutputFIFO(uri string) (*os.File, error) {
-	path, err := fifoPath(uri)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open output fifo: %w", err)
-	}
-	return f, nil
 }

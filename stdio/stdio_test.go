@@ -71,32 +71,6 @@ func TestOutputReachesClientWithEOF(t *testing.T) {
 	}
 }
 
-// TestNoEPIPEWithoutClient: with no client reading, the process's writes
-// still succeed (up to the buffers) and do not raise SIGPIPE/EPIPE.
-func TestNoEPIPEWithoutClient(t *testing.T) {
-	out := mkfifo(t, "out")
-	p, err := Open(Config{Stdout: out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c := p.Child()
-	if _, err := c.Stdout.Write([]byte("nobody listens\n")); err != nil {
-		t.Fatalf("write with no client: %v", err)
-	}
-	// A client that attaches later gets what was written.
-	r, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	p.CloseChild()
-	b, _ := io.ReadAll(r)
-	if string(b) != "nobody listens\n" {
-		t.Fatalf("late client read %q", b)
-	}
-}
-
 func TestStdinHeldUntilCloseStdin(t *testing.T) {
 	in := mkfifo(t, "in")
 	p, err := Open(Config{Stdin: in})

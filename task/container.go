@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ type container struct {
 	onDone    func(func())   // runs background work owned by the Service
 	cg        *cgroup.Cgroup // the container's cgroup, or nil; set under mu at Create
 	oom       OOMWatcher     // nil: no OOM events; set under mu at Create
+	log       *slog.Logger   // the Service's, naming the container; nil in tests
 
 	mu           sync.Mutex // guards the fields below
 	execs        map[string]*execEntry

@@ -37,7 +37,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	x.p = c.init.NewExec(process.ExecConfig{
 		ID: r.ExecId, Spec: r.Spec.Value,
 		IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
-			UID: c.uid, GID: c.gid, Namespace: c.ns},
+			UID: c.uid, GID: c.gid, Namespace: c.ns, Log: c.log, ExecID: r.ExecId},
 		OnExit: func(e process.Exit) { c.onExecExit(x, e) },
 	})
 	c.execs[r.ExecId] = x

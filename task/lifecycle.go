@@ -45,13 +45,17 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}()
 
 	c := &container{id: r.Id, ns: s.cfg.Namespace, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher, onDone: s.goBackground, execs: make(map[string]*execEntry)}
+	if s.cfg.Log != nil {
+		c.log = s.cfg.Log.With("id", r.Id)
+	}
 	mounts := make([]process.Mount, 0, len(r.Rootfs))
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	init, err := s.cfg.Processes.NewInit(ctx, process.InitConfig{
 		ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
-		IO:               process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal, UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace},
+		IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
+			UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace, Log: c.log},
 		NoPivot:          opts.NoPivotRoot,
 		NoNewKeyring:     opts.NoNewKeyring,
 		Runtime:          s.runtimeConfig(r.Bundle, opts),
