@@ -31,34 +31,41 @@ type Sender interface {
 	Send(ctx context.Context, env *eventsapi.Envelope) error
 }
 
-// maxDroppable bounds the droppable events (see Publisher) that may wait in
-// the queue: 1024 envelopes of a few hundred bytes, well under a megabyte.
-const maxDroppable = 1024
-
 // Publisher forwards task events to containerd in the order they were
 // published, through a Sender: by default containerd's events service
 // (containerd.services.events.ttrpc.v1.Events/Forward). Publish never
 // blocks: events wait in an in-memory queue that one goroutine (Run) drains.
 // While containerd is away Run retries the oldest event with a growing delay.
 //
-// What is kept. Events that tell containerd about the init's lifecycle or a
-// process's end are never dropped: /tasks/create, /tasks/start, /tasks/exit,
-// /tasks/oom and /tasks/delete. Create, start and delete come once per
-// container and exit once per process, and containerd's view of a task is
-// wrong without them (an exit with no start, a task that never goes away).
-// Exec exits are kept too, so during an outage the queue still grows by one
-// TaskExit per exec (a probe exec a second adds one or two megabytes an hour),
-// a third of what it would otherwise.
+// What is kept. Events wait in three tiers. Two are capped, so that however
+// long containerd stays away, the queue grows with the shim's containers and
+// their OOMs, not with time.
 //
-// What may be dropped. Every other topic (/tasks/exec-added,
-// /tasks/exec-started, /tasks/paused, /tasks/resumed, /tasks/checkpointed,
-// and any topic not listed above) reports a state that a later event or a
-// State rpc supersedes. At most maxDroppable (1024) of them wait in the
-// queue; one more drops the oldest droppable event still queued, as the
-// newest are the most useful. The event Run is sending or retrying is never
-// dropped. Nothing is reordered: a dropped event just disappears from the
-// sequence. Dropped counts them; the first drop of an outage is logged, and
-// so is the total when the queue next drains.
+// Never dropped: /tasks/create, /tasks/start, /tasks/delete, /tasks/oom and
+// the init's /tasks/exit (a TaskExit whose Id is its ContainerId, or empty).
+// containerd's view of a task is wrong without them (an exit with no start,
+// a task that never goes away). Create, start, delete and the init's exit
+// come once per container; an OOM once per batch of OOM kills in the
+// container's cgroup.
+//
+// Exec exits (a TaskExit whose Id is an exec id): at most maxExecExits (4096,
+// about 1.5 MB) wait; one more drops the oldest exec exit still queued. A
+// probe exec a second would otherwise grow the queue without bound. The
+// oldest are the least useful: a containerd that restarted does not know the
+// execs started before it, and a client learns an exec's exit from the Wait
+// rpc, which the shim answers from the exec's own record (process.Exec.Wait)
+// until the exec is deleted, whether or not the event got out.
+//
+// Everything else (/tasks/exec-added, /tasks/exec-started, /tasks/paused,
+// /tasks/resumed, /tasks/checkpointed, and any topic not listed above)
+// reports a state that a later event or a State rpc supersedes: at most
+// maxDroppable (1024) wait; one more drops the oldest of them still queued,
+// as the newest are the most useful.
+//
+// The event Run is sending or retrying is never dropped. Nothing is
+// reordered: a dropped event just disappears from the sequence. Dropped
+// counts the drops of both tiers; the first drop of each tier in an outage
+// is logged, and so is the count when the queue next drains.
 //
 // None twice, none lost. An event leaves the queue only once containerd has
 // accepted it (Send returned nil), or when dropped as above, which never
@@ -66,47 +73,22 @@ const maxDroppable = 1024
 // fails (say, its timeout fires) after containerd processed the event, the
 // retry delivers it again.
 //
-// Cost. Publish is O(1) amortised. A drop blanks the entry in place (a hole)
-// instead of moving the rest of the queue; the search for the oldest
-// droppable event resumes where the last one stopped, so each entry is looked
-// at once; the holes are squeezed out when they are half the slice, and the
-// slice is released when the queue drains, so an outage leaves no large array
-// behind. Publisher starts no goroutine or timer of its own.
+// Cost. Publish is O(1) amortised, and the drained queue holds no memory
+// (see eventQueue). Publisher starts no goroutine or timer of its own.
 type Publisher struct {
-	send  Sender
-	ns    string
-	log   *slog.Logger
-	limit int // maxDroppable; tests lower it before the first Publish
+	send Sender
+	ns   string
+	log  *slog.Logger
 
-	mu         sync.Mutex // guards the fields below; taken after a container's mu
-	queue      []pending  // oldest first; queue[0], if any, is live and is the event Run sends
-	holes      int        // dropped entries still in queue
-	droppable  int        // live droppable entries in queue
-	next       int        // >= 1; queue[1:next] holds no live droppable entry
-	closed     bool
-	ended      bool          // Run has returned
-	queued     uint64        // events ever queued; the seq of the next one
-	dropped    uint64        // events ever dropped because the queue was full
-	outageDrop uint64        // events dropped since the queue was last empty
-	progress   chan struct{} // closed and replaced whenever queue[0] changes or Run ends
-	wake       chan struct{} // buffer 1: the queue grew or closed
-}
-
-// pending is a queued event. The envelope is embedded so that the queue
-// reads as a list of envelopes; a nil Envelope is a hole left by a drop.
-type pending struct {
-	*eventsapi.Envelope
-	seq  uint64 // position in publish order, for Flush
-	keep bool   // never dropped
-}
-
-// kept reports whether Publisher never drops events on topic (see Publisher).
-func kept(topic string) bool {
-	switch topic {
-	case "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/oom", "/tasks/delete":
-		return true
-	}
-	return false
+	mu          sync.Mutex // guards the fields below; taken after a container's mu
+	eventQueue             // embedded: p.queue is the events in order; tests lower its limits before the first Publish
+	closed      bool
+	ended       bool             // Run has returned
+	queued      uint64           // events ever queued; the seq of the next one
+	dropped     uint64           // events ever dropped because their tier was full
+	outageDrops [numTiers]uint64 // events dropped since the queue was last empty, by tier
+	progress    chan struct{}    // closed and replaced whenever the head changes or Run ends
+	wake        chan struct{}    // buffer 1: the queue grew or closed
 }
 
 var _ Events = (*Publisher)(nil)
@@ -121,7 +103,7 @@ func NewPublisher(addr, ns string, log *slog.Logger) *Publisher {
 // NewPublisherWith returns a Publisher that delivers events through s.
 func NewPublisherWith(s Sender, ns string, log *slog.Logger) *Publisher {
 	return &Publisher{
-		send: s, ns: ns, log: log, limit: maxDroppable, next: 1,
+		send: s, ns: ns, log: log, eventQueue: newEventQueue(),
 		wake: make(chan struct{}, 1), progress: make(chan struct{}),
 	}
 }
@@ -130,6 +112,7 @@ func NewPublisherWith(s Sender, ns string, log *slog.Logger) *Publisher {
 // blocks, so callers may hold their own lock to fix the order of events.
 // Events published after Close are dropped and logged.
 func (p *Publisher) Publish(topic string, ev proto.Message) {
+	t := tierOf(topic, ev)
 	payload, err := marshalAny(ev)
 	if err != nil {
 		p.log.Error("marshal event", "topic", topic, "error", err)
@@ -143,112 +126,37 @@ func (p *Publisher) Publish(topic string, ev proto.Message) {
 		p.log.Error("event after close dropped", "topic", topic)
 		return
 	}
-	first := p.pushLocked(env)
+	first := p.pushLocked(env, t)
+	limit := p.tiers[t].limit
 	p.mu.Unlock()
 	p.signal()
 	if first != "" {
-		p.log.Warn("event queue full while containerd is unreachable: dropping oldest droppable events",
-			"limit", p.limit, "topic", first)
+		p.log.Warn("event queue full while containerd is unreachable: dropping the oldest events of a tier",
+			"tier", t.String(), "limit", limit, "topic", first)
 	}
 }
 
-// pushLocked queues env and, if that makes one droppable event too many,
-// drops the oldest. It returns the dropped event's topic if this is the first
-// drop since the queue was last empty, for the caller to log.
-func (p *Publisher) pushLocked(env *eventsapi.Envelope) (firstDrop string) {
-	keep := kept(env.Topic)
-	p.queue = append(p.queue, pending{Envelope: env, seq: p.queued, keep: keep})
+// pushLocked queues env in tier t, which may drop the oldest event of t. It
+// returns the dropped event's topic if this is the tier's first drop since
+// the queue was last empty, for the caller to log.
+func (p *Publisher) pushLocked(env *eventsapi.Envelope, t tier) (firstDrop string) {
+	topic := p.push(env, p.queued, t)
 	p.queued++
-	if keep {
+	if topic == "" {
 		return ""
 	}
-	p.droppable++
-	if p.droppable <= p.limit {
-		return ""
-	}
-	topic := p.dropOldestLocked()
-	if topic == "" || p.outageDrop != 1 {
-		return ""
-	}
-	return topic
-}
-
-// dropOldestLocked drops the oldest live droppable event after queue[0] and
-// returns its topic, or "" if there is none (the only one is in flight).
-// The search starts at p.next, where the last one stopped: everything before
-// it is kept, a hole, or queue[0].
-func (p *Publisher) dropOldestLocked() string {
-	i := p.next
-	for i < len(p.queue) && (p.queue[i].Envelope == nil || p.queue[i].keep) {
-		i++
-	}
-	p.next = i
-	if i == len(p.queue) {
-		return ""
-	}
-	topic := p.queue[i].Topic
-	p.queue[i].Envelope = nil // the hole releases the envelope now
-	p.next = i + 1
-	p.holes++
-	p.droppable--
 	p.dropped++
-	p.outageDrop++
-	if 2*p.holes > len(p.queue) {
-		p.compactLocked()
+	p.outageDrops[t]++
+	if p.outageDrops[t] != 1 {
+		return ""
 	}
 	return topic
 }
 
-// compactLocked squeezes the holes out of queue in place. queue[0] is live,
-// so it stays where Run expects it.
-func (p *Publisher) compactLocked() {
-	n, next := 0, 0
-	for i, e := range p.queue {
-		if i == p.next {
-			next = n
-		}
-		if e.Envelope != nil {
-			p.queue[n] = e
-			n++
-		}
-	}
-	if p.next >= len(p.queue) {
-		next = n
-	}
-	clear(p.queue[n:])
-	p.queue = p.queue[:n]
-	p.holes = 0
-	p.next = max(next, 1)
-}
-
-// popLocked removes queue[0], which Run has delivered, and the holes behind
-// it, so that queue[0] is live again. An empty queue lets go of its array.
-func (p *Publisher) popLocked() {
-	if !p.queue[0].keep {
-		p.droppable--
-	}
-	p.queue[0] = pending{}
-	p.queue = p.queue[1:]
-	p.next = max(p.next-1, 1)
-	for len(p.queue) > 0 && p.queue[0].Envelope == nil {
-		p.queue = p.queue[1:]
-		p.holes--
-		p.next = max(p.next-1, 1)
-	}
-	if len(p.queue) == 0 {
-		// queue[1:] keeps the whole array alive: after an outage it may
-		// hold thousands of slots. Start again from nothing.
-		p.queue = nil
-		p.next = 1
-	}
-	close(p.progress)
-	p.progress = make(chan struct{})
-}
-
-// Dropped returns how many events have been dropped because the queue held
-// too many droppable events while containerd was away (see Publisher).
-// Events published after Close or left over when Run's ctx ends are logged
-// but not counted here.
+// Dropped returns how many events have been dropped because their tier held
+// too many events while containerd was away: droppable events and exec exits
+// (see Publisher). Events published after Close or left over when Run's ctx
+// ends are logged but not counted here.
 func (p *Publisher) Dropped() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -280,7 +188,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		p.mu.Lock()
-		if len(p.queue) == 0 {
+		head, ok := p.head()
+		if !ok {
 			closed := p.closed
 			p.mu.Unlock()
 			if closed {
@@ -293,8 +202,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
-		// queue[0] is never dropped, so it is still env when Send returns.
-		env := p.queue[0].Envelope
+		// The head is never dropped, so it is still env when Send returns.
+		env := head.Envelope
 		p.mu.Unlock()
 
 		err := p.send.Send(ctx, env)
@@ -316,15 +225,19 @@ func (p *Publisher) Run(ctx context.Context) error {
 // queue that dropped events, logs how many.
 func (p *Publisher) delivered() {
 	p.mu.Lock()
-	p.popLocked()
-	var drops, total uint64
-	if len(p.queue) == 0 && p.outageDrop > 0 {
-		drops, total = p.outageDrop, p.dropped
-		p.outageDrop = 0
+	p.pop()
+	close(p.progress)
+	p.progress = make(chan struct{})
+	var drops [numTiers]uint64
+	var total uint64
+	if p.live() == 0 {
+		drops, total = p.outageDrops, p.dropped
+		p.outageDrops = [numTiers]uint64{}
 	}
 	p.mu.Unlock()
-	if drops > 0 {
-		p.log.Warn("event queue drained", "dropped", drops, "dropped_total", total)
+	if n := drops[tierExecExit] + drops[tierDroppable]; n > 0 {
+		p.log.Warn("event queue drained", "dropped", n, "dropped_exec_exits", drops[tierExecExit],
+			"dropped_total", total)
 	}
 }
 
@@ -344,8 +257,11 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	target := p.queued
 	// Wait until the oldest live event was published after the call. Drops
-	// never touch queue[0], so only a delivery (or Run's end) can end this.
-	for !p.ended && len(p.queue) > 0 && p.queue[0].seq < target {
+	// never touch the head, so only a delivery (or Run's end) can end this.
+	for !p.ended {
+		if head, ok := p.head(); !ok || head.seq >= target {
+			break
+		}
 		ch := p.progress
 		p.mu.Unlock()
 		select {
@@ -361,7 +277,7 @@ func (p *Publisher) Flush(ctx context.Context) error {
 
 func (p *Publisher) lost() {
 	p.mu.Lock()
-	n := len(p.queue) - p.holes
+	n := p.live()
 	p.mu.Unlock()
 	if n > 0 {
 		p.log.Error("events not delivered before exit", "count", n)

@@ -113,12 +113,19 @@ func TestPublisherFlushAfterRunEnds(t *testing.T) {
 	}
 }
 
-// testEvent returns an event for topic whose container id is id; the tests
-// use the id to tell events apart.
-func testEvent(topic, id string) proto.Message {
-	switch topic {
+// execExit is the test kind of an exec's TaskExit, published on /tasks/exit.
+const execExit = "exec-exit"
+
+// testEvent returns an event of kind (a topic, or execExit) that the tests
+// tell apart by id: see eventID.
+func testEvent(kind, id string) proto.Message {
+	switch kind {
+	case execExit:
+		return &events.TaskExit{ContainerId: "the-container", Id: id}
 	case "/tasks/exit":
-		return &events.TaskExit{ContainerId: id}
+		return &events.TaskExit{ContainerId: id, Id: id}
+	case "/tasks/oom":
+		return &events.TaskOOM{ContainerId: id}
 	case "/tasks/start":
 		return &events.TaskStart{ContainerId: id}
 	case "/tasks/exec-added":
@@ -128,13 +135,30 @@ func testEvent(topic, id string) proto.Message {
 	case "/tasks/paused":
 		return &events.TaskPaused{ContainerId: id}
 	}
-	panic("testEvent: no event for " + topic)
+	panic("testEvent: no event for " + kind)
 }
 
-// eventID reads back testEvent's id: every task event carries its container
-// id as field 1, so any of them decodes as a TaskOOM.
+// publishTest publishes testEvent(kind, id) on its topic.
+func publishTest(p *Publisher, kind, id string) {
+	topic := kind
+	if kind == execExit {
+		topic = "/tasks/exit"
+	}
+	p.Publish(topic, testEvent(kind, id))
+}
+
+// eventID reads back testEvent's id: a TaskExit's Id, and otherwise the
+// container id, which every other task event carries as field 1, so any of
+// them decodes as a TaskOOM.
 func eventID(t *testing.T, env *eventsapi.Envelope) string {
 	t.Helper()
+	if env.Topic == "/tasks/exit" {
+		var e events.TaskExit
+		if err := proto.Unmarshal(env.Event.Value, &e); err != nil {
+			t.Fatalf("unmarshal %s: %v", env.Topic, err)
+		}
+		return e.Id
+	}
 	var e events.TaskOOM
 	if err := proto.Unmarshal(env.Event.Value, &e); err != nil {
 		t.Fatalf("unmarshal %s: %v", env.Topic, err)
@@ -148,27 +172,12 @@ func queuedIDs(t *testing.T, p *Publisher) []string {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	checkQueue(t, &p.eventQueue)
 	var ids []string
-	holes, droppable := 0, 0
-	for i, e := range p.queue {
-		switch {
-		case e.Envelope == nil:
-			holes++
-		case !e.keep:
-			droppable++
-			if i > 0 && i < p.next {
-				t.Errorf("live droppable event at %d, before next %d", i, p.next)
-			}
-		}
+	for _, e := range p.queue {
 		if e.Envelope != nil {
 			ids = append(ids, eventID(t, e.Envelope))
 		}
-	}
-	if len(p.queue) > 0 && p.queue[0].Envelope == nil {
-		t.Error("queue[0] is a hole")
-	}
-	if holes != p.holes || droppable != p.droppable || p.next < 1 {
-		t.Errorf("holes %d droppable %d next %d, counted %d and %d", p.holes, p.droppable, p.next, holes, droppable)
 	}
 	return ids
 }
@@ -176,28 +185,36 @@ func queuedIDs(t *testing.T, p *Publisher) []string {
 // TestPublisherDropOldest checks which events a full queue drops, on a
 // Publisher that never runs, so nothing is delivered.
 func TestPublisherDropOldest(t *testing.T) {
-	const exec, exit = "/tasks/exec-added", "/tasks/exit"
-	type ev struct{ topic, id string }
+	const exec, exit, xexit = "/tasks/exec-added", "/tasks/exit", execExit
+	type ev struct{ kind, id string }
 	for _, tc := range []struct {
 		name        string
-		limit       int
+		limit       int // droppable events
+		execLimit   int // exec exits
 		publish     []ev
 		want        []string
 		wantDropped uint64
 	}{
-		{"under the limit", 3, []ev{{exec, "a"}, {exit, "x"}, {exec, "b"}, {exec, "c"}}, []string{"a", "x", "b", "c"}, 0},
-		{"oldest after the head", 2, []ev{{exec, "a"}, {exec, "b"}, {exit, "x"}, {exec, "c"}}, []string{"a", "x", "c"}, 1},
-		{"the head is never dropped", 1, []ev{{exec, "a"}, {exec, "b"}, {exec, "c"}}, []string{"a"}, 2},
-		{"kept events are never dropped", 2, []ev{{exit, "x"}, {exec, "a"}, {exit, "y"}, {exec, "b"}, {"/tasks/start", "s"}, {exec, "c"}, {"/tasks/paused", "d"}},
+		{"under the limit", 3, 3, []ev{{exec, "a"}, {exit, "x"}, {exec, "b"}, {xexit, "y"}, {exec, "c"}}, []string{"a", "x", "b", "y", "c"}, 0},
+		{"oldest after the head", 2, 9, []ev{{exec, "a"}, {exec, "b"}, {exit, "x"}, {exec, "c"}}, []string{"a", "x", "c"}, 1},
+		{"the head is never dropped", 1, 9, []ev{{exec, "a"}, {exec, "b"}, {exec, "c"}}, []string{"a"}, 2},
+		{"an exec exit at the head is never dropped", 9, 1, []ev{{xexit, "a"}, {xexit, "b"}, {xexit, "c"}}, []string{"a"}, 2},
+		{"kept events are never dropped", 2, 9, []ev{{exit, "x"}, {exec, "a"}, {exit, "y"}, {exec, "b"}, {"/tasks/start", "s"}, {exec, "c"}, {"/tasks/paused", "d"}},
 			[]string{"x", "y", "s", "c", "d"}, 2},
-		{"many drops compact", 2, []ev{{exit, "x"}, {exec, "1"}, {exec, "2"}, {exec, "3"}, {exit, "y"}, {exec, "4"}, {exec, "5"}, {exec, "6"}, {exec, "7"}},
+		{"many drops compact", 2, 9, []ev{{exit, "x"}, {exec, "1"}, {exec, "2"}, {exec, "3"}, {exit, "y"}, {exec, "4"}, {exec, "5"}, {exec, "6"}, {exec, "7"}},
 			[]string{"x", "y", "6", "7"}, 5},
+		{"oldest exec exit after the head", 9, 2, []ev{{"/tasks/oom", "o"}, {xexit, "a"}, {exec, "e"}, {xexit, "b"}, {exit, "x"}, {xexit, "c"}},
+			[]string{"o", "e", "b", "x", "c"}, 1},
+		{"each tier is bounded on its own", 1, 2,
+			[]ev{{exit, "x"}, {exec, "1"}, {xexit, "a"}, {exec, "2"}, {xexit, "b"}, {"/tasks/oom", "o"}, {xexit, "c"}, {exec, "3"}, {xexit, "d"}, {exit, "y"}},
+			[]string{"x", "o", "c", "3", "d", "y"}, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := NewPublisherWith(nil, "ns", slog.New(slog.DiscardHandler))
-			p.limit = tc.limit
+			p.tiers[tierDroppable].limit = tc.limit
+			p.tiers[tierExecExit].limit = tc.execLimit
 			for _, e := range tc.publish {
-				p.Publish(e.topic, testEvent(e.topic, e.id))
+				publishTest(p, e.kind, e.id)
 				queuedIDs(t, p) // checks the bookkeeping after every step
 			}
 			if got := queuedIDs(t, p); !slices.Equal(got, tc.want) {
@@ -252,11 +269,13 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestPublisherBoundedWhileAway is issue 6: a health probe's execs while
-// containerd is away. The queue stays bounded, every exit is delivered once
-// and in order, the newest droppable events survive, Flush returns, and the
-// drained queue holds no memory.
+// containerd is away, each with its exec-added, exec-started and exit, and
+// now and then a container's OOM and init exit. The queue stays bounded;
+// every OOM and init exit is delivered once and in order, with the newest
+// droppable events and the newest exec exits; Flush returns; the drained
+// queue holds no memory.
 func TestPublisherBoundedWhileAway(t *testing.T) {
-	const execs, exits = 10000, 50
+	const execs, inits = 10000, 20
 	logs := &lockedBuffer{}
 	a := &awaySender{back: make(chan struct{}), tried: make(chan struct{})}
 	p := NewPublisherWith(a, "ns", slog.New(slog.NewTextHandler(logs, nil)))
@@ -266,34 +285,42 @@ func TestPublisherBoundedWhileAway(t *testing.T) {
 	go func() { defer close(done); runErr = p.Run(ctx) }() // joined below, or by the cleanup
 	t.Cleanup(func() { cancel(); <-done })
 
-	var published, droppable []string
+	var published, droppable, exits []string
 	kept := 0
-	for i := range execs {
-		topic := "/tasks/exec-added"
-		if i%2 == 1 {
-			topic = "/tasks/exec-started"
-		}
-		id := fmt.Sprint("e", i)
-		p.Publish(topic, testEvent(topic, id))
-		published, droppable = append(published, id), append(droppable, id)
-		if i%(execs/exits) == execs/exits-1 {
-			id := fmt.Sprint("x", kept)
-			p.Publish("/tasks/exit", testEvent("/tasks/exit", id))
-			published = append(published, id)
+	publish := func(kind, id string) {
+		publishTest(p, kind, id)
+		published = append(published, id)
+		switch kind {
+		case execExit:
+			exits = append(exits, id)
+		case "/tasks/exec-added", "/tasks/exec-started":
+			droppable = append(droppable, id)
+		default:
 			kept++
 		}
+	}
+	for i := range execs {
+		publish("/tasks/exec-added", fmt.Sprint("a", i))
 		if i == 0 {
 			<-a.tried // Run is retrying the first event from now on
 		}
+		publish("/tasks/exec-started", fmt.Sprint("s", i))
+		publish(execExit, fmt.Sprint("x", i))
+		if i%(execs/inits) == execs/inits-1 {
+			n := i / (execs / inits)
+			publish("/tasks/oom", fmt.Sprint("o", n))
+			publish("/tasks/exit", fmt.Sprint("i", n))
+		}
 		p.mu.Lock()
-		live, size := len(p.queue)-p.holes, len(p.queue)
+		live, size := p.live(), len(p.queue)
 		p.mu.Unlock()
-		if live > maxDroppable+kept || size > 2*(maxDroppable+kept)+1 {
-			t.Fatalf("after %d execs: %d events queued in %d slots, want at most %d", i+1, live, size, maxDroppable+kept)
+		if bound := maxDroppable + maxExecExits + kept; live > bound || size > 2*bound+1 {
+			t.Fatalf("after %d execs: %d events queued in %d slots, want at most %d", i+1, live, size, bound)
 		}
 	}
-	if got, want := p.Dropped(), uint64(execs-maxDroppable); got != want {
-		t.Fatalf("Dropped() = %d, want %d", got, want)
+	wantDropped := len(droppable) - maxDroppable + len(exits) - maxExecExits
+	if got := p.Dropped(); got != uint64(wantDropped) {
+		t.Fatalf("Dropped() = %d, want %d", got, wantDropped)
 	}
 
 	close(a.back)
@@ -306,20 +333,24 @@ func TestPublisherBoundedWhileAway(t *testing.T) {
 		t.Fatalf("Run = %v", runErr)
 	}
 
-	// What arrived: the first exec (in flight when the queue filled up), the
-	// newest maxDroppable-1 execs and every exit, each once, in the order
-	// they were published.
+	// What arrived, each once and in publish order: every OOM and init
+	// exit; the first exec-added (in flight when the queue filled up) and
+	// the newest maxDroppable-1 droppable events; the newest maxExecExits
+	// exec exits.
 	var got []string
 	for _, env := range a.received {
 		got = append(got, eventID(t, env))
 	}
-	var want []string
 	survivors := map[string]bool{droppable[0]: true}
 	for _, id := range droppable[len(droppable)-(maxDroppable-1):] {
 		survivors[id] = true
 	}
+	for _, id := range exits[len(exits)-maxExecExits:] {
+		survivors[id] = true
+	}
+	var want []string
 	for _, id := range published {
-		if id[0] == 'x' || survivors[id] {
+		if id[0] == 'o' || id[0] == 'i' || survivors[id] {
 			want = append(want, id)
 		}
 	}
@@ -328,17 +359,25 @@ func TestPublisherBoundedWhileAway(t *testing.T) {
 	}
 
 	p.mu.Lock()
-	size, holes, nd := cap(p.queue), p.holes, p.droppable
+	size, holes, live := cap(p.queue), p.holes, p.live()
+	for tr, b := range p.tiers {
+		if b.live != 0 || b.next != 1 {
+			t.Errorf("drained queue: tier %s has %d live, cursor %d; want 0 and 1", tier(tr), b.live, b.next)
+		}
+	}
 	p.mu.Unlock()
-	if size != 0 || holes != 0 || nd != 0 {
-		t.Errorf("drained queue keeps cap %d, %d holes, %d droppable; want none", size, holes, nd)
+	if size != 0 || holes != 0 || live != 0 {
+		t.Errorf("drained queue keeps cap %d, %d holes, %d live; want none", size, holes, live)
 	}
 	out := logs.String()
-	if n := strings.Count(out, "event queue full"); n != 1 {
-		t.Errorf("logged %d 'queue full' lines, want 1:\n%s", n, out)
+	for _, tr := range []string{"droppable", `"exec exit"`} {
+		if n := strings.Count(out, "event queue full"); n != 2 || !strings.Contains(out, "tier="+tr) {
+			t.Errorf("want one 'queue full' line for tier %s, %d in all:\n%s", tr, n, out)
+		}
 	}
-	if n := strings.Count(out, "event queue drained"); n != 1 || !strings.Contains(out, fmt.Sprint("dropped=", execs-maxDroppable)) {
-		t.Errorf("want one 'queue drained' line with dropped=%d:\n%s", execs-maxDroppable, out)
+	wantLog := fmt.Sprintf("dropped=%d dropped_exec_exits=%d", wantDropped, len(exits)-maxExecExits)
+	if n := strings.Count(out, "event queue drained"); n != 1 || !strings.Contains(out, wantLog) {
+		t.Errorf("want one 'queue drained' line with %s:\n%s", wantLog, out)
 	}
 }
 
@@ -357,7 +396,7 @@ func firstDiff(a, b []string) int {
 func TestPublisherFlushIgnoresLaterDrops(t *testing.T) {
 	g := &gateSender{allow: make(chan struct{})}
 	p := NewPublisherWith(g, "ns", slog.New(slog.DiscardHandler))
-	p.limit = 1
+	p.tiers[tierDroppable].limit = 1
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }() // joined by the cleanup
