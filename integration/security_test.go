@@ -7,6 +7,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -17,12 +18,21 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/leanshim/leanshim/proto/taskapi"
 )
 
 // dialProbeEnv makes the test binary, re-executed with other credentials,
 // only try to connect to the unix socket named by the variable and exit
 // with a dialProbe* code (see init below).
 const dialProbeEnv = "LEANSHIM_TEST_DIAL_PROBE"
+
+// rpcProbeEnv, with dialProbeEnv, makes the probe also send a Connect rpc
+// for the task it names once connected: dialProbeConnected means answered.
+const rpcProbeEnv = "LEANSHIM_TEST_RPC_PROBE"
 
 const (
 	dialProbeConnected = 10
@@ -37,6 +47,19 @@ func init() {
 	}
 	c, err := net.Dial("unix", path)
 	switch {
+	case err == nil && os.Getenv(rpcProbeEnv) != "":
+		// Connected: now a task rpc, which the server's credential check
+		// must refuse unless the caller is the shim's own uid and gid.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		client := ttrpc.NewClient(c)
+		_, rerr := taskapi.NewTaskClient(client).Connect(ctx, &taskapi.ConnectRequest{Id: os.Getenv(rpcProbeEnv)})
+		_ = client.Close()
+		if rerr != nil {
+			fmt.Fprintln(os.Stderr, rerr)
+			os.Exit(dialProbeDenied)
+		}
+		os.Exit(dialProbeConnected)
 	case err == nil:
 		_ = c.Close()
 		os.Exit(dialProbeConnected)
@@ -133,6 +156,28 @@ func TestNoWayIn(t *testing.T) {
 		out, _ = cmd.CombinedOutput()
 		if code := cmd.ProcessState.ExitCode(); code != dialProbeConnected {
 			t.Fatalf("probe as root: exit %d, want %d (connected); output: %s", code, dialProbeConnected, out)
+		}
+	})
+
+	// Root bypasses the socket's mode, so credentials are checked again on
+	// the connection (SO_PEERCRED): a caller whose gid is not the shim's is
+	// refused before any rpc runs, as with containerd's own shims.
+	t.Run("peer credentials checked", func(t *testing.T) {
+		exe := probeBinary(t)
+		probe := func(cred *syscall.Credential) (int, string) {
+			cmd := exec.Command(exe, "-test.run=^$")
+			cmd.Env = append(os.Environ(), dialProbeEnv+"="+sock, rpcProbeEnv+"="+id)
+			if cred != nil {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+			}
+			out, _ := cmd.CombinedOutput()
+			return cmd.ProcessState.ExitCode(), string(out)
+		}
+		if code, out := probe(&syscall.Credential{Uid: 0, Gid: 65534, Groups: []uint32{}}); code != dialProbeDenied {
+			t.Errorf("rpc as uid 0, gid 65534: exit %d, want %d (refused); output: %s", code, dialProbeDenied, out)
+		}
+		if code, out := probe(nil); code != dialProbeConnected {
+			t.Errorf("rpc as root: exit %d, want %d (answered); output: %s", code, dialProbeConnected, out)
 		}
 	})
 
