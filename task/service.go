@@ -199,6 +199,15 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*go
 	return empty, nil
 }
 
+// ErrExiting is for a request the shim refuses because it has decided to
+// exit (cmd/shim's guard: the Shutdown rpc or the self-cleanup timer found
+// it empty). On the wire it is FailedPrecondition.
+var ErrExiting = fmt.Errorf("shim is exiting: %w", errPrecondition)
+
+// Status converts err to the ttrpc status containerd expects, for the
+// adapters in front of a Service (toStatus, the one mapping of errors).
+func Status(err error) error { return toStatus(err) }
+
 // CloseIO closes the shim's hold on a process's stdin.
 func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*gogotypes.Empty, error) {
 	c, err := s.get(r.Id)

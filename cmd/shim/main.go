@@ -7,6 +7,12 @@
 // bundle whose shim is gone), "-info" (containerd 2.x: describe the runtime),
 // and with no action: the daemon itself, spawned by start with -id, or
 // launched by containerd 1.6's v1 runtime with -workdir and no -id.
+//
+// The daemon exits by itself once it has held no container for 60 s (right
+// after start, or after the last delete) without a Shutdown from containerd:
+// containerd forgot it, e.g. it died between the two calls. The test suites
+// shorten the 60 s with LEANSHIM_ORPHAN_GRACE=<Go duration>, a testing knob
+// read once at start (orphan_linux.go).
 package main
 
 import (

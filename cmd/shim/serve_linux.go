@@ -34,9 +34,10 @@ type face struct {
 	sender func(r *reaper.Reaper) task.Sender
 	// events filters what the task core publishes before it is queued.
 	events func(*task.Publisher) task.Events
-	// register puts the face's ttrpc services in front of the core and
-	// returns what to run on SIGTERM once the server has stopped (or nil).
-	register func(srv *ttrpc.Server, svc *task.Service, pub *task.Publisher) func(context.Context) error
+	// register puts the face's ttrpc services in front of the core (the
+	// task service behind its orphanGuard) and returns what to run on
+	// SIGTERM once the server has stopped (or nil).
+	register func(srv *ttrpc.Server, core taskapi.TaskService, pub *task.Publisher) func(context.Context) error
 }
 
 // taskAPIFace serves containerd.task.v2.Task and, for containerd 2.x, the
@@ -49,9 +50,9 @@ func taskAPIFace(cfg config) face {
 			return task.TTRPCSender(os.Getenv("TTRPC_ADDRESS"))
 		},
 		events: func(p *task.Publisher) task.Events { return p },
-		register: func(srv *ttrpc.Server, svc *task.Service, _ *task.Publisher) func(context.Context) error {
-			taskapi.RegisterTaskService(srv, svc)
-			taskapiv3.RegisterTaskService(srv, svc) // same methods, same messages: only the name differs
+		register: func(srv *ttrpc.Server, core taskapi.TaskService, _ *task.Publisher) func(context.Context) error {
+			taskapi.RegisterTaskService(srv, core)
+			taskapiv3.RegisterTaskService(srv, core) // same methods, same messages: only the name differs
 			return nil
 		},
 	}
@@ -86,7 +87,7 @@ func serve(cfg config) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
 	signal.Ignore(unix.SIGPIPE) // a vanished peer is an error return, not death
-	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket)
+	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
 	signaled := false
 wait:
 	for {
@@ -119,6 +120,7 @@ type daemon struct {
 	cancel    context.CancelFunc // stops the reaper and, at last, the publisher
 	pub       *task.Publisher
 	svc       *task.Service
+	guard     *orphanGuard // svc as the faces see it; ends a forgotten shim
 	srv       *ttrpc.Server
 	terminate func(context.Context) error // the face's SIGTERM work, or nil
 
@@ -191,16 +193,20 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		Log:       f.log,
 		Shutdown:  func() { close(d.shutdown) }, // called once by the service
 	})
-	d.terminate = f.register(srv, d.svc, d.pub)
+	d.guard = newOrphanGuard(d.svc, orphanConfig{Grace: orphanGrace(f.log), Count: d.svc.Count, Log: f.log})
+	d.terminate = f.register(srv, d.guard, d.pub)
+	// The shim is empty until the first Create: the grace period runs.
+	d.guard.arm()
 	go func() { d.serveErr <- srv.Serve(ctx, l) }() // owned by d: ends on Shutdown/Close
 	return d, nil
 }
 
-// stop tears down in order: stop taking requests (answers in flight, like
-// the Shutdown rpc's, go out), on a signal run the face's terminate, remove
-// the socket, wait for background work, flush events (TaskDelete), stop the
-// reaper.
+// stop tears down in order: stop the orphan timer and refuse Creates, stop
+// taking requests (answers in flight, like the Shutdown rpc's, go out), on
+// a signal run the face's terminate, remove the socket, wait for background
+// work, flush events (TaskDelete), stop the reaper.
 func (d *daemon) stop(signaled bool) {
+	d.guard.close()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := d.srv.Shutdown(sctx); err != nil {
 		_ = d.srv.Close()
@@ -224,6 +230,15 @@ func (d *daemon) stop(signaled bool) {
 	d.cancel()
 	<-d.reaperDone
 	<-d.oomDone
+}
+
+// orphanGrace reads orphanGraceEnv, once, when the daemon starts.
+func orphanGrace(log *slog.Logger) time.Duration {
+	grace, err := parseOrphanGrace(os.Getenv(orphanGraceEnv))
+	if err != nil {
+		log.Warn("orphan grace: using the default", "default", grace, "error", err)
+	}
+	return grace
 }
 
 // newServer returns the ttrpc server: root (same user) only, and with debug

@@ -16,6 +16,7 @@ import (
 
 	"github.com/leanshim/leanshim/proto/eventsapi"
 	"github.com/leanshim/leanshim/proto/shimv1"
+	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/reaper"
 	"github.com/leanshim/leanshim/task"
 )
@@ -38,8 +39,8 @@ func v1Face(cfg config) face {
 			return binarySender{r: r, containerd: cmp.Or(cfg.containerdBinary, "containerd"), address: cfg.address}
 		},
 		events: func(p *task.Publisher) task.Events { return task.V1Events(p) },
-		register: func(srv *ttrpc.Server, svc *task.Service, pub *task.Publisher) func(context.Context) error {
-			v1 := task.NewV1(svc, task.V1Config{
+		register: func(srv *ttrpc.Server, core taskapi.TaskService, pub *task.Publisher) func(context.Context) error {
+			v1 := task.NewV1(core, task.V1Config{
 				RuntimeRoot:   cfg.runtimeRoot,
 				SystemdCgroup: cfg.systemdCgroup,
 				Flush:         pub.Flush,
