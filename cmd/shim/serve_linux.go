@@ -201,12 +201,17 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 	return d, nil
 }
 
-// stop tears down in order: stop the orphan timer and refuse Creates, stop
-// taking requests (answers in flight, like the Shutdown rpc's, go out), on
-// a signal run the face's terminate, remove the socket, wait for background
-// work, flush events (TaskDelete), stop the reaper.
+// stop tears down in order: stop the orphan timer and refuse Creates,
+// remove the socket's path, stop taking requests (answers in flight, like
+// the Shutdown rpc's, go out), on a signal run the face's terminate, wait
+// for background work, flush events (TaskDelete), stop the reaper.
+//
+// The path goes first, while the listener still holds it: once it is gone a
+// `start` for the same group makes a new shim on a new socket at that path,
+// which this shim must not remove on its way out.
 func (d *daemon) stop(signaled bool) {
 	d.guard.close()
+	_ = os.Remove(d.socket)
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := d.srv.Shutdown(sctx); err != nil {
 		_ = d.srv.Close()
@@ -219,7 +224,6 @@ func (d *daemon) stop(signaled bool) {
 		}
 		tcancel()
 	}
-	_ = os.Remove(d.socket)
 	d.svc.WaitBackground()
 	d.pub.Close()
 	select {
