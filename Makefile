@@ -62,7 +62,7 @@ check-proto:
 
 # Fuzz targets: a few seconds each in `make test`, longer with `make fuzz`.
 FUZZ_TIME ?= 60s
-FUZZ_TARGETS = ./task:FuzzDecodeOptions ./task:FuzzValidID ./cmd/shim:FuzzReadStartParams
+FUZZ_TARGETS = ./task:FuzzDecodeOptions ./task:FuzzValidID ./task:FuzzTaskService ./cmd/shim:FuzzReadStartParams
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
