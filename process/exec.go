@@ -72,12 +72,17 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	io, err := stdio.Open(iocfg)
 	if err != nil {
 		e.mu.Unlock()
-		return 0, fmt.Errorf("open stdio: %w", err)
+		return 0, stdioError(err)
 	}
-	e.io = io // from now on a second Start is refused
+	e.io = io // while Start runs, a second Start and Delete are refused
 	e.mu.Unlock()
 	defer func() {
 		if retErr != nil {
+			// Nothing runs: the exec is Created again, and Delete (as
+			// containerd calls after a failed start) forgets it.
+			e.mu.Lock()
+			e.io = nil
+			e.mu.Unlock()
 			_ = io.Close()
 		}
 	}()
@@ -131,10 +136,13 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	io := e.io
 	e.mu.Unlock()
 	io.ProcessExited() // a terminal's output ends once the pty is drained
-	close(e.done)
+	// The owner hears of the exit before Wait returns: a client that
+	// deletes the container right after waiting for the exec must not find
+	// the exec still counted as running.
 	if e.onExit != nil {
 		e.onExit(e.exit)
 	}
+	close(e.done)
 }
 
 // Kill signals the exec directly (kill(2)); the runtime is not involved.
@@ -152,6 +160,9 @@ func (e *Exec) Kill(sig int) error {
 	if err := unix.Kill(e.pid, unix.Signal(sig)); err != nil {
 		if err == unix.ESRCH {
 			return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
+		}
+		if err == unix.EINVAL {
+			return fmt.Errorf("kill exec %s: signal %d: %w", e.id, sig, ErrInvalidArgument)
 		}
 		return fmt.Errorf("kill exec %s: %w", e.id, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -87,7 +88,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 	iocfg.Start, iocfg.ID = f.starter(), cfg.ID
 	io, err := stdio.Open(iocfg)
 	if err != nil {
-		return nil, fmt.Errorf("open stdio: %w", err)
+		return nil, stdioError(err)
 	}
 	p.io = io
 	defer func() {
@@ -338,4 +339,17 @@ func (p *Init) Update(ctx context.Context, resources []byte) error {
 		return runtimeError("update", err)
 	}
 	return nil
+}
+
+// stdioError classifies a failure to open the streams a request named: a
+// missing FIFO or directory is ErrNotFound, a malformed URI
+// ErrInvalidArgument; anything else keeps its own cause.
+func stdioError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("open stdio: %w: %w", err, ErrNotFound)
+	case errors.Is(err, stdio.ErrInvalidURI):
+		return fmt.Errorf("open stdio: %w: %w", err, ErrInvalidArgument)
+	}
+	return fmt.Errorf("open stdio: %w", err)
 }

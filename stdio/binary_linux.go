@@ -224,16 +224,16 @@ func startLogger(cfg Config, t loggerTimeouts) (_ *logger, out, errw *os.File, r
 func loggerCmd(uri, id, ns string) (*exec.Cmd, error) {
 	u, err := url.Parse(uri)
 	if err != nil {
-		return nil, fmt.Errorf("log uri %q: %w", uri, err)
+		return nil, fmt.Errorf("log uri %q: %w: %w", uri, err, ErrInvalidURI)
 	}
 	// A host (binary://usr/bin/x) is refused: containerd would silently run
 	// /bin/x.
 	if u.Scheme != "binary" || u.Host != "" || !filepath.IsAbs(u.Path) {
-		return nil, fmt.Errorf("log uri %q: want binary:///absolute/path[?key=value...]", uri)
+		return nil, fmt.Errorf("log uri %q: want binary:///absolute/path[?key=value...]: %w", uri, ErrInvalidURI)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("log uri %q: query: %w", uri, err)
+		return nil, fmt.Errorf("log uri %q: query: %w: %w", uri, err, ErrInvalidURI)
 	}
 	var args []string
 	for _, k := range slices.Sorted(maps.Keys(q)) {

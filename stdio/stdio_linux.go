@@ -35,6 +35,11 @@ type Config struct {
 	ExecID string
 }
 
+// ErrInvalidURI: a stream's URI is malformed (Open's error wraps it).
+// Missing files come back as os.ErrNotExist, unknown schemes as
+// errors.ErrUnsupported.
+var ErrInvalidURI = errors.New("invalid stdio uri")
+
 // Starter starts cmd; wait blocks until cmd has exited and frees it.
 type Starter func(cmd *exec.Cmd) (wait func(), err error)
 
@@ -228,7 +233,7 @@ func (p *Pipes) openLogFile(cfg Config) error {
 	}
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme != "file" || u.Path == "" {
-		return fmt.Errorf("log uri %q: want file:///path", uri)
+		return fmt.Errorf("log uri %q: want file:///path: %w", uri, ErrInvalidURI)
 	}
 	if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
 		return fmt.Errorf("log uri %q: %w", uri, err)
@@ -364,7 +369,7 @@ func fifoPath(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("stdio uri %q: %w", s, err)
+		return "", fmt.Errorf("stdio uri %q: %w: %w", s, err, ErrInvalidURI)
 	}
 	if u.Scheme != "fifo" {
 		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)

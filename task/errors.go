@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,7 +32,25 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Error(code(err), err.Error())
+	// Request bytes can reach the text (a path in an os.PathError); ttrpc
+	// cannot marshal a status that is not UTF-8 and would drop the
+	// connection instead of answering.
+	return status.Error(code(err), strings.ToValidUTF8(err.Error(), "\uFFFD"))
+}
+
+// maxSignal is the highest signal number Linux has (SIGRTMAX).
+const maxSignal = 64
+
+// noNUL refuses request strings that name files or go on a runtime's
+// command line: a NUL cannot be in either, and the kernel's EINVAL for it
+// would reach containerd as an unclassified error.
+func noNUL(kind string, ss ...string) error {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%s %q: contains a NUL byte: %w", kind, s, errInvalid)
+		}
+	}
+	return nil
 }
 
 func code(err error) codes.Code {

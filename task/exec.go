@@ -22,6 +22,9 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	if err := validID("exec id", r.ExecId); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := noNUL("path", r.Stdin, r.Stdout, r.Stderr); err != nil {
+		return nil, toStatus(err)
+	}
 	if r.Spec == nil || !json.Valid(r.Spec.Value) {
 		return nil, toStatus(fmt.Errorf("exec %q: spec is not a JSON OCI process: %w", r.ExecId, errInvalid))
 	}

@@ -57,7 +57,7 @@ func (sb fuzzSandbox) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *
 		}
 		return nil
 	})
-	return resp, fuzzValidUTF8(err)
+	return resp, err
 }
 
 // confine rewrites or refuses one decoded request. Only State may name the

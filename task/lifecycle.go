@@ -23,8 +23,19 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if r.Bundle == "" {
 		return nil, toStatus(fmt.Errorf("bundle path is empty: %w", errInvalid))
 	}
+	if err := noNUL("path", r.Bundle, r.Stdin, r.Stdout, r.Stderr, r.Checkpoint, r.ParentCheckpoint); err != nil {
+		return nil, toStatus(err)
+	}
+	for _, m := range r.Rootfs {
+		if err := noNUL("rootfs mount", append([]string{m.Type, m.Source, m.Target}, m.Options...)...); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	opts, err := decodeOptions(r.Options)
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := noNUL("runtime option", opts.BinaryName, opts.Root, opts.CriuPath, opts.CriuImagePath, opts.CriuWorkPath, opts.ShimCgroup); err != nil {
 		return nil, toStatus(err)
 	}
 	// Reserve the id: a nil entry makes a concurrent Create of the same id
@@ -192,6 +203,9 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*go
 // Checkpoint dumps the container with CRIU through the runtime. Like
 // containerd's runc shim it publishes no event (containerd does).
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*gogotypes.Empty, error) {
+	if err := noNUL("checkpoint path", r.Path); err != nil {
+		return nil, toStatus(err)
+	}
 	c, err := s.get(r.Id)
 	if err != nil {
 		return nil, toStatus(err)
@@ -212,6 +226,9 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 	}
 	if path == "" {
 		return nil, toStatus(fmt.Errorf("checkpoint without an image path: %w", errInvalid))
+	}
+	if err := noNUL("checkpoint option", append([]string{o.ImagePath, o.WorkPath, o.ParentPath, o.CgroupsMode}, o.EmptyNamespaces...)...); err != nil {
+		return nil, toStatus(err)
 	}
 	err = c.init.Checkpoint(ctx, process.CheckpointConfig{
 		Path: path, WorkPath: o.WorkPath, ParentPath: o.ParentPath, Exit: o.Exit,

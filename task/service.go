@@ -141,6 +141,9 @@ func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.Pi
 
 // Kill signals the init (all: every process) or an exec.
 func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*gogotypes.Empty, error) {
+	if r.Signal > maxSignal {
+		return nil, toStatus(fmt.Errorf("signal %d: %w", r.Signal, errInvalid))
+	}
 	c, err := s.get(r.Id)
 	if err != nil {
 		return nil, toStatus(err)
