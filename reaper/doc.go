@@ -10,6 +10,12 @@
 // file) are covered by a Tracker: it keeps every exit of an unknown pid while
 // it is open, so Claim finds an exit that happened before the pid was known.
 //
+// The reaper also keeps the shim's OS threads down. The Go runtime never ends
+// an idle thread, and forks, waits and SIGCHLD are what make it start more
+// than an idle shim needs; so after each runtime command and each SIGCHLD the
+// reaper ends one surplus thread, never one whose child still runs (that
+// child's Pdeathsig would fire).
+//
 // Exit status follows the shell convention: the exit code, or 128+signal for a
 // process killed by a signal (ExitStatus).
 //

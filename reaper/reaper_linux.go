@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"sync"
 	"time"
 
@@ -26,10 +27,12 @@ type Exit struct {
 type Reaper struct {
 	log *slog.Logger
 
-	mu       sync.Mutex            // guards waiters and trackers
+	mu       sync.Mutex            // guards waiters and trackers; taken before forks.mu
 	waiters  map[int]chan Exit     // pid -> channel (buffer 1) of a claimed or started process
 	trackers map[*Tracker]struct{} // open trackers: receive exits of pids nobody waits for yet
 	wake     chan struct{}         // SIGCHLD, or a test poke; buffer 1
+
+	idleThreads int // shedThread leaves this many OS threads; 0: it never sheds
 }
 
 // Config configures New.
@@ -58,13 +61,16 @@ func New(cfg Config) (*Reaper, error) {
 		waiters:  make(map[int]chan Exit),
 		trackers: make(map[*Tracker]struct{}),
 		wake:     make(chan struct{}, 1),
+
+		idleThreads: idleThreads,
 	}, nil
 }
 
 // Run reaps children until ctx is done. It subscribes to SIGCHLD itself and
 // must be called once; the caller owns the goroutine and waits for Run to
 // return. Signals coalesce, so every wake-up reaps until no child is left
-// waiting (wait4 returns 0 or ECHILD).
+// waiting (wait4 returns 0 or ECHILD). After each wake-up it sheds a thread
+// that handling the signal may have added (shedThread).
 func (r *Reaper) Run(ctx context.Context) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGCHLD)
@@ -80,6 +86,7 @@ func (r *Reaper) Run(ctx context.Context) error {
 		case <-r.wake:
 		}
 		r.reap()
+		r.shedThread()
 	}
 }
 
@@ -102,6 +109,7 @@ func (r *Reaper) reap() {
 func (r *Reaper) deliver(e Exit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	forks.forget(e.Pid)
 	if ch, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
 		ch <- e // buffer 1, one exit per registration: never blocks
@@ -124,13 +132,26 @@ func (r *Reaper) deliver(e Exit) {
 // then calls Release. cmd must not use a context (exec.CommandContext starts a
 // goroutine that only Wait stops) and its Stdin/Stdout/Stderr must be nil or
 // *os.File for the same reason.
+//
+// Start forks on a thread it keeps alive until the child is reaped, so
+// cmd.SysProcAttr.Pdeathsig, which is tied to the forking thread rather
+// than to the process (prctl(2) PR_SET_PDEATHSIG), means "if the shim dies".
 func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	t := r.Track()
 	defer t.Close()
+	// Locked, so that the thread recorded below is the one that forked.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return t.Claim(cmd.Process.Pid), nil
+	pid := cmd.Process.Pid
+	r.mu.Lock()
+	if _, reaped := t.exits[pid]; !reaped { // a reaped child has nothing to lose
+		forks.record(pid, unix.Gettid())
+	}
+	r.mu.Unlock()
+	return t.Claim(pid), nil
 }
 
 // Release frees what os/exec holds for a started command (its pidfd) once its

@@ -19,7 +19,8 @@ const maxOutput = 1 << 20
 // Stdout/Stderr are used (nil or *os.File only, see Start). If ctx ends
 // first, the child is killed and the output pipe closed, so neither the
 // child nor a grandchild holding the pipe can keep RunCmd waiting; the exit is
-// still reaped before RunCmd returns ctx's error.
+// still reaped before RunCmd returns ctx's error. Once it has the exit it
+// sheds a thread that the fork and the waits may have added (shedThread).
 func (r *Reaper) RunCmd(ctx context.Context, cmd *exec.Cmd, stdin []byte, capture bool) ([]byte, Exit, error) {
 	if stdin != nil {
 		f, err := memFile(stdin)
@@ -59,6 +60,7 @@ func (r *Reaper) RunCmd(ctx context.Context, cmd *exec.Cmd, stdin []byte, captur
 	}
 	e := <-exitc
 	Release(cmd)
+	r.shedThread()
 	if err := ctx.Err(); err != nil {
 		return out, e, fmt.Errorf("%s killed: %w", cmd.Path, err)
 	}

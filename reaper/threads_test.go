@@ -1,0 +1,112 @@
+package reaper
+
+import (
+	"context"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestStatThreads(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		want       int
+	}{
+		{"plain", "4242 (containerd-shim) S 1 4242 4242 0 -1 4194560 700 0 0 0 1 2 0 0 20 0 5 0 12345 1000 200\n", 5},
+		{"comm with spaces and parens", "7 (a) b (c)) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 17 0 1 2 3", 17},
+		{"num_threads last", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 12", 12},
+		{"too short", "7 (x) S 1 7", 0},
+		{"no comm", "7 x S 1", 0},
+		{"not a number", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 z 0", 0},
+		{"empty", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := statThreads([]byte(tc.line)); got != tc.want {
+				t.Fatalf("statThreads(%q) = %d, want %d", tc.line, got, tc.want)
+			}
+		})
+	}
+	if n := liveThreads(); n < 1 {
+		t.Fatalf("liveThreads() = %d", n)
+	}
+}
+
+// TestShedKeepsForkingThread sheds threads as hard as it can while children
+// with Pdeathsig run: none may be killed by the end of the thread that forked
+// it.
+func TestShedKeepsForkingThread(t *testing.T) {
+	r := newRunning(t)
+	r.idleThreads = 1 // shed whenever it can
+	stop := make(chan struct{})
+	var shedders sync.WaitGroup
+	shedders.Add(1)
+	go func() { // owned by this test: stopped by stop, joined below
+		defer shedders.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(shedDelay / 2):
+				r.shedThread()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	statuses := make([]int, 8)
+	errs := make([]error, len(statuses))
+	for i := range statuses {
+		wg.Add(1)
+		go func() { // owned by this test: joined below
+			defer wg.Done()
+			cmd := exec.Command("/bin/sh", "-c", "sleep 0.5")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			var e Exit
+			_, e, errs[i] = r.RunCmd(context.Background(), cmd, nil, true)
+			statuses[i] = e.Status
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	shedders.Wait()
+	for i, st := range statuses {
+		if errs[i] != nil || st != 0 {
+			t.Errorf("child %d: status %d, err %v (137: killed by Pdeathsig)", i, st, errs[i])
+		}
+	}
+}
+
+// TestShedEndsSurplusThreads leaves idle threads behind with blocking system
+// calls, then checks that shedding ends some of them.
+func TestShedEndsSurplusThreads(t *testing.T) {
+	r := newRunning(t)
+	before := liveThreads()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { // owned by this test: joined below
+			defer wg.Done()
+			ts := unix.Timespec{Nsec: int64(50 * time.Millisecond)}
+			_ = unix.Nanosleep(&ts, nil) // blocks its thread: the runtime starts others
+		}()
+	}
+	wg.Wait()
+	surplus := liveThreads()
+	if surplus <= before {
+		t.Skipf("no surplus threads to shed (%d before, %d after)", before, surplus)
+	}
+	r.idleThreads = before
+	deadline := time.Now().Add(10 * time.Second)
+	for liveThreads() >= surplus {
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d threads, %d before the blocking calls", liveThreads(), before)
+		}
+		r.shedThread()
+		runtime.Gosched()
+		time.Sleep(5 * shedDelay)
+	}
+}
