@@ -16,9 +16,9 @@ import (
 const gcPercent = 25
 
 // init sets gcPercent unless the environment sets GOGC, which an operator
-// may use to override it. It is here, not in serve, only because serve's
-// file belongs to other work in progress; it costs the short-lived actions
-// (start, delete, -info) nothing, as they never reach 1 MiB of heap.
+// may use to override it. It applies to every action, not only the daemon:
+// the short-lived ones (start, delete, -info) never reach 1 MiB of heap, so
+// it costs them nothing.
 func init() {
 	if _, ok := os.LookupEnv("GOGC"); !ok {
 		debug.SetGCPercent(gcPercent)
