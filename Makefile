@@ -92,8 +92,10 @@ clean:
 # flags (`cd bench && go run . -h` lists them). bench/ is its own Go module.
 .PHONY: bench bench-smoke
 bench: deps
+	if [ "$(CONTAINERD)" = 2.4 ]; then bash scripts/containerd24.sh; fi
 	cd bench && CONTAINERD=$(CONTAINERD) $(GO) run . $(BENCH_FLAGS)
 
 # Every bench phase on both shims, scaled down (under 2 minutes); prints only.
 bench-smoke: deps
+	if [ "$(CONTAINERD)" = 2.4 ]; then bash scripts/containerd24.sh; fi
 	cd bench && $(GO) vet . && $(GO) test -count=1 . && CONTAINERD=$(CONTAINERD) $(GO) run . -smoke $(BENCH_FLAGS)
