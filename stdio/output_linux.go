@@ -85,16 +85,7 @@ func openWriteOnlyWithoutReader(path string) (*os.File, error) {
 
 // readerGone reports whether no process holds the FIFO open for reading: a
 // pipe's write end polls POLLERR then (pipe_poll).
-func readerGone(fd int) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for {
-		n, err := unix.Poll(fds, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0 && fds[0].Revents&unix.POLLERR != 0
-	}
-}
+func readerGone(fd int) bool { return pollOut(fd)&unix.POLLERR != 0 }
 
 // Write writes b for a copier that reads into a buffer (a terminal's
 // output, or the copying fallback). It blocks while a reader is there and

@@ -102,13 +102,20 @@ func splice(sfd, dfd int) (int, error) {
 }
 
 // writable polls fd for POLLOUT without waiting.
-func writable(fd int) bool {
+func writable(fd int) bool { return pollOut(fd)&unix.POLLOUT != 0 }
+
+// pollOut polls fd for POLLOUT without waiting and returns the events it
+// reports (0 if poll fails).
+func pollOut(fd int) int16 {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	for {
 		n, err := unix.Poll(fds, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		return err == nil && n > 0 && fds[0].Revents&unix.POLLOUT != 0
+		if err != nil || n == 0 {
+			return 0
+		}
+		return fds[0].Revents
 	}
 }
