@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"sync"
@@ -101,10 +102,20 @@ type bgCtr struct {
 // did not wait for it, and always waits for it.
 func (d *daemon) startCtr(tb testing.TB, args ...string) *bgCtr {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+	return d.startCtrTo(tb, nil, ctrTimeout, args...)
+}
+
+// startCtrTo is startCtr with ctr's output going to out (nil: b.out) and
+// a limit on how long it may run.
+func (d *daemon) startCtrTo(tb testing.TB, out io.Writer, limit time.Duration, args ...string) *bgCtr {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	b := &bgCtr{args: args, cancel: cancel, done: make(chan struct{})}
 	b.cmd = exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
-	b.cmd.Stdout, b.cmd.Stderr = &b.out, &b.out
+	if out == nil {
+		out = &b.out
+	}
+	b.cmd.Stdout, b.cmd.Stderr = out, out
 	if err := b.cmd.Start(); err != nil {
 		cancel()
 		tb.Fatalf("start ctr %s: %v", strings.Join(args, " "), err)

@@ -60,7 +60,8 @@ func TestDaemonDown(t *testing.T) {
 	bind := []string{"--mount", "type=bind,src=" + out + ",dst=/out,options=rbind:rw"}
 
 	chatty := d.newID("chatty")
-	reader := startQuietCtr(t, d, d.runArgs(bind, chatty, "/bin/sh", "-c", chattyScript)...)
+	// Output thrown away: a chatty container writes megabytes a second.
+	reader := d.startCtrTo(t, io.Discard, 30*time.Minute, d.runArgs(bind, chatty, "/bin/sh", "-c", chattyScript)...)
 	waitTicks(t, out, 3)
 	exits := d.newID("exits")
 	if r := d.run(t, []string{"-d"}, exits, "/bin/sh", "-c", "sleep 10; exit 7"); r.code != 0 {
@@ -135,28 +136,6 @@ func TestDaemonDown(t *testing.T) {
 		d.mustCtr(t, "container", "rm", id)
 	}
 	assertNoLeftovers(t, d, chatty, exits, oom)
-}
-
-// startQuietCtr starts ctr in the background with its output thrown away
-// (a chatty container's stdout is megabytes a second). The test's cleanup
-// kills it.
-func startQuietCtr(t *testing.T, d *daemon, args ...string) *bgCtr {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &bgCtr{args: args, cancel: cancel, done: make(chan struct{})}
-	b.cmd = exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
-	b.cmd.Stdout, b.cmd.Stderr = io.Discard, io.Discard
-	if err := b.cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start ctr %s: %v", strings.Join(args, " "), err)
-	}
-	// Owned by b: stop and the cleanup wait for done.
-	go func() {
-		b.err = b.cmd.Wait()
-		close(b.done)
-	}()
-	t.Cleanup(b.stop)
-	return b
 }
 
 // attachAndCount attaches ctr to the task's FIFOs and returns how many bytes
