@@ -62,7 +62,7 @@ func (p *Pipes) openConsole(cfg Config) (retErr error) {
 	}
 	if cfg.Stdout != "" {
 		var err error
-		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg); err != nil {
+		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg, &p.watchers); err != nil {
 			return err
 		}
 	}
@@ -324,8 +324,7 @@ func (c *console) copyOut(p *Pipes) {
 		c.drain(*buf, write)
 	}
 	if c.out != nil {
-		c.out.end()
-		_ = c.out.f.Close() // the client now reads EOF
+		c.out.finish() // the client reads EOF once it has the FIFO open
 	}
 }
 
@@ -414,12 +413,20 @@ func (p *Pipes) Resize(width, height uint16) error {
 	return nil
 }
 
-// ProcessExited tells p that its process has exited. A terminal's output then
-// ends as soon as the pty holds nothing more, even if another process still
-// holds the pty's slave. Pipes end at EOF by themselves: for them it does
-// nothing, as does a nil p. It never blocks.
+// ProcessExited tells p that its process has exited. Its output then ends
+// as soon as the process's pipes (or the pty) hold nothing more, even if
+// another process (a child it left behind) still holds them open: whatever
+// the process wrote is delivered, and its client is not kept waiting for
+// EOF. It does nothing for a nil p, and never blocks.
 func (p *Pipes) ProcessExited() {
-	if p == nil || p.con == nil {
+	if p == nil {
+		return
+	}
+	for _, r := range p.srcs {
+		// Wakes the copier from the poller into drainExited.
+		_ = r.SetReadDeadline(time.Unix(1, 0))
+	}
+	if p.con == nil {
 		return
 	}
 	c := p.con
@@ -466,11 +473,10 @@ func (c *console) closeFiles() {
 	if c.dir != "" {
 		_ = os.RemoveAll(c.dir) // gone already once a master was received
 	}
-	fs := []*os.File{c.in, m}
 	if c.out != nil {
-		fs = append(fs, c.out.f)
+		c.out.close()
 	}
-	for _, f := range fs {
+	for _, f := range []*os.File{c.in, m} {
 		if f != nil {
 			_ = f.Close() // a copier may have closed it already
 		}

@@ -5,33 +5,38 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// output is the shim's write end of one output FIFO (stdout or stderr) and
-// its policy for when nobody reads it.
+// output is the shim's write end of one output FIFO (stdout or stderr, or a
+// terminal's output) and its policy from the process's first byte to its
+// Delete.
 //
-// While a reader holds the FIFO open (containerd, ctr, the CRI plugin),
-// nothing is dropped: a reader that is slow slows the process, as a pipe
-// does. While no reader holds it (containerd is down or restarting, or the
-// ctr that started the container has exited), writing to it fails with
-// EPIPE; the shim then keeps reading the process's pipe and throws the data
-// away, counting the bytes, so the process never blocks and never sees
+// Before a reader has been seen, "no reader" means "not yet": the shim
+// holds the FIFO itself and keeps the output in it for the client (see
+// reader_linux.go, which also says when the write end may be closed).
+//
+// Once a reader has been seen, "no reader" means it left (containerd is
+// down or restarting, or the ctr that started the container has exited).
+// While a reader holds the FIFO open nothing is dropped: a reader that is
+// slow slows the process, as a pipe does. While none does, writing fails
+// with EPIPE; the shim then keeps reading the process's pipe and throws the
+// data away, counting the bytes, so the process never blocks and never sees
 // EPIPE. The FIFO itself keeps what it held when its last reader left (at
 // most its pipe buffer, 64 KiB by default), and the next reader reads that
 // first. The shim buffers nothing of its own: the policy costs no memory.
 // A stretch of discarding is logged when it begins, and with its byte count
 // when a reader is back or the stream ends.
 //
-// The shim holds the FIFO write-only on purpose: a read end of its own would
-// hide the reader's absence (the FIFO would just fill up, and the process
-// would block until a reader came back).
+// The shim holds no read end once a reader has been seen, on purpose: it
+// would hide the reader's absence (the FIFO would just fill up, and the
+// process would block until a reader came back).
 type output struct {
-	f    *os.File // O_WRONLY|O_NONBLOCK; closed by the copier at EOF, or by Pipes.Close
+	f    *os.File // O_WRONLY|O_NONBLOCK; closed by finish (once a reader has it) or close
 	fd   int
 	name string // "stdout" or "stderr", for the log
 	log  *slog.Logger
@@ -40,47 +45,83 @@ type output struct {
 	dropping bool  // owned by the copier
 	stretch  int64 // bytes discarded in this stretch; owned by the copier
 	total    atomic.Int64
+
+	watchers *sync.WaitGroup // the Pipes' watcher goroutines; Pipes.Close waits
+
+	mu        sync.Mutex // guards the fields below
+	hold      *os.File   // the shim's own read end until a reader is seen or the grace ends
+	watch     *os.File   // inotify fd (IN_OPEN of the FIFO) while waiting for a reader
+	watching  bool       // a watcher goroutine runs
+	seen      bool       // a reader has held the FIFO open: "no reader" now means it left
+	graceOver bool       // ReaderGrace passed without a reader: hold no more
+	ended     bool       // the stream ended: close f as soon as a reader holds the FIFO
+	wclosed   bool       // f is closed
+	closed    bool       // close was called
 }
 
 // openOutputFIFO opens an output FIFO write-only and non-blocking (a full
-// FIFO parks the copier in Go's poller, not on an OS thread). If nobody has
-// it open for reading yet, opening for writing fails (fifo(7)); the shim
-// then opens it read-write for a moment to obtain a write-only descriptor
-// with no reader behind it, and discards output until a reader comes.
-func openOutputFIFO(uri, name string, cfg Config) (*output, error) {
+// FIFO parks the copier in Go's poller, not on an OS thread). If a reader
+// has it open already, that is the reader seen. If not, opening for writing
+// fails (fifo(7)): the shim then opens its own read end first (the hold),
+// which makes the write-only open succeed, and waits for the client's.
+func openOutputFIFO(uri, name string, cfg Config, watchers *sync.WaitGroup) (_ *output, retErr error) {
 	path, err := fifoPath(uri)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID, watchers: watchers}
+	o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	o.seen = err == nil
+	var hold *os.File
 	if errors.Is(err, unix.ENXIO) {
-		f, err = openWriteOnlyWithoutReader(path)
+		if hold, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		}
 	}
 	if err != nil {
+		if hold != nil {
+			_ = hold.Close() // read-only
+		}
 		return nil, fmt.Errorf("open %s fifo: %w", name, err)
 	}
-	o := &output{f: f, name: name, log: cfg.Log, exec: cfg.ExecID}
-	rc, err := f.SyscallConn()
+	defer func() {
+		if retErr != nil {
+			o.close()
+		}
+	}()
+	rc, err := o.f.SyscallConn()
 	if err == nil {
 		err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
 	}
 	if err != nil {
-		_ = f.Close() // nothing written yet
 		return nil, fmt.Errorf("open %s fifo: %w", name, err)
+	}
+	if hold != nil {
+		o.awaitReader(hold, cfg.readerGrace())
 	}
 	return o, nil
 }
 
-// openWriteOnlyWithoutReader opens path read-write, which never blocks and
-// makes the shim a reader for a moment, reopens that open file write-only
-// through /proc/self/fd, and closes the read-write one.
-func openWriteOnlyWithoutReader(path string) (*os.File, error) {
-	rw, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+// awaitReader keeps hold (the shim's read end) until a client's reader
+// opens the FIFO, or for grace at most.
+func (o *output) awaitReader(hold *os.File, grace time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hold = hold
+	if err := o.watchLocked(); err != nil {
+		// No inotify: hold for the grace all the same, then let go.
+		if o.log != nil {
+			o.log.Warn("cannot watch output fifo for its reader", append(o.attrs(), "error", err)...)
+		}
+		o.graceOver = true
+		time.AfterFunc(grace, func() {
+			o.mu.Lock()
+			o.dropHoldLocked()
+			o.mu.Unlock()
+		})
+		return
 	}
-	defer func() { _ = rw.Close() }() // the temporary reader; nothing buffered of ours
-	return os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(rw.Fd())), os.O_WRONLY|unix.O_NONBLOCK, 0)
+	_ = o.watch.SetReadDeadline(time.Now().Add(grace))
 }
 
 // readerGone reports whether no process holds the FIFO open for reading: a
@@ -100,22 +141,58 @@ func (o *output) Write(b []byte) error {
 		}
 		o.resume()
 	}
-	n, err := o.f.Write(b)
-	if errors.Is(err, unix.EPIPE) {
+	for {
+		n, err := o.f.Write(b)
+		if !errors.Is(err, unix.EPIPE) {
+			return err
+		}
+		b = b[n:]
+		if o.reheld() {
+			continue // no reader seen yet: the FIFO keeps it
+		}
 		o.startDropping()
-		o.discarded(len(b) - n)
+		o.discarded(len(b))
 		return nil
 	}
-	return err
+}
+
+// copyFrom moves src (the process's pipe) to the FIFO until src reaches EOF
+// or is closed, or the process's exit ends the wait for more
+// (os.ErrDeadlineExceeded: see Pipes.ProcessExited and drainExited). It
+// splices (no user-space buffer) and copies through a buffer where the
+// kernel refuses splice. While the FIFO has no reader it discards, so the
+// process never blocks on a reader that is gone.
+func (o *output) copyFrom(src *os.File) error {
+	for {
+		_, handled, err := spliceCopy(o.f, src)
+		switch {
+		case !handled:
+			return bufferedCopy(o, src)
+		case errors.Is(err, unix.EPIPE):
+			if o.reheld() {
+				continue // no reader seen yet: the FIFO keeps it
+			}
+			o.startDropping()
+			resumed, err := o.discard(src)
+			if resumed {
+				continue
+			}
+			return err
+		case err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded):
+			return bufferedCopy(o, src) // an unexpected splice error: keep the process's pipe flowing
+		}
+		return err
+	}
 }
 
 // discard reads src and throws the data away while the FIFO has no reader.
 // It returns true once a reader is back (src's unread data then goes to the
-// FIFO), false at EOF of src or when src is closed.
-func (o *output) discard(src *os.File) bool {
+// FIFO), false at EOF of src, when src is closed, or when the process's
+// exit ends the wait (the error says which).
+func (o *output) discard(src *os.File) (bool, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
-		return false
+		return false, err
 	}
 	var resume, end bool
 	rerr := rc.Read(func(sfd uintptr) bool {
@@ -137,9 +214,69 @@ func (o *output) discard(src *os.File) bool {
 	})
 	if resume && rerr == nil && !end {
 		o.resume()
-		return true
+		return true, nil
 	}
-	return false
+	return false, rerr
+}
+
+// drainExited moves what src holds once the process has exited, without
+// waiting for EOF: a child the process left behind may hold src open for
+// ever, and whatever the process itself wrote is in src already (a write
+// has returned before its writer can exit). It waits only for room in the
+// FIFO, as a reader drains it.
+func (o *output) drainExited(src *os.File) {
+	sfd, err := fdOf(src)
+	if err != nil {
+		return
+	}
+	dstRC, err := o.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		if o.dropping && readerGone(o.fd) {
+			n, err := discardAvailable(sfd)
+			if n <= 0 || err != nil {
+				return // empty, or EOF
+			}
+			o.discarded(n)
+			continue
+		}
+		o.resume()
+		n, err := splice(sfd, o.fd)
+		switch {
+		case errors.Is(err, errDstFull):
+			// Until the reader makes room, or leaves (POLLERR).
+			if dstRC.Write(func(uintptr) bool { return writable(o.fd) || readerGone(o.fd) }) != nil {
+				return
+			}
+		case errors.Is(err, unix.EPIPE):
+			if !o.reheld() {
+				o.startDropping()
+			}
+		case errors.Is(err, unix.EINVAL):
+			o.drainBuffered(sfd)
+			return
+		case err != nil || n == 0:
+			return // EAGAIN: src is empty, all of it moved; 0: EOF
+		}
+	}
+}
+
+// drainBuffered is drainExited's copy through a buffer, where the kernel
+// refuses splice.
+func (o *output) drainBuffered(sfd int) {
+	buf := getBuf()
+	defer putBuf(buf)
+	for {
+		n, err := readRetry(sfd, *buf)
+		if n <= 0 || err != nil {
+			return
+		}
+		if o.Write((*buf)[:n]) != nil {
+			return
+		}
+	}
 }
 
 // discardAvailable throws away what src holds without blocking: spliced to

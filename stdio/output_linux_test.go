@@ -45,38 +45,134 @@ func waitDiscarded(t *testing.T, p *Pipes, n int64) {
 	}
 }
 
-// TestNoReaderAtOpen: a FIFO nobody reads yet never blocks the process and
-// never hands it EPIPE; what it writes meanwhile is discarded and counted,
-// and a reader that comes later gets what is written from then on.
-func TestNoReaderAtOpen(t *testing.T) {
+// TestNoReaderWithinGrace: while no reader has opened the FIFO, the shim
+// holds it for the grace: the output waits in the FIFO (and, once that is
+// full, the process waits). When the grace ends without a reader, the start
+// of the output that the FIFO holds is kept for a reader that comes later,
+// the rest is discarded and counted, and the process is not blocked any
+// more; a reader that comes later gets what the FIFO kept and what is
+// written from then on.
+func TestNoReaderWithinGrace(t *testing.T) {
 	out := mkfifo(t, "out")
-	p, err := Open(Config{Stdout: out})
+	fifoSize := pipeSize(t, out)                                // before Open: this open is a reader too
+	p, err := Open(Config{Stdout: out, ReaderGrace: time.Hour}) // ended below
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	c := p.Child()
-	lost := bytes.Repeat([]byte("x"), 4<<20) // far more than a pipe and a FIFO hold
-	mustWrite(t, c.Stdout, lost)
-	waitDiscarded(t, p, int64(len(lost)))
-	if got := p.Discarded(); got != int64(len(lost)) {
-		t.Fatalf("discarded %d bytes, want %d", got, len(lost))
+	pipeCap := fdPipeSize(t, c.Stdout)
+	data := make([]byte, 4<<20) // far more than a pipe and a FIFO hold
+	for i := range data {
+		data[i] = byte(i / 4096) // each 4 KiB page its own byte: order shows
 	}
+	wrote := make(chan struct{})
+	go func() { // the process; it must block until the grace ends
+		defer close(wrote)
+		_, _ = c.Stdout.Write(data)
+	}()
+	// The FIFO is full and so is the process's pipe: the process waits.
+	waitPipeHolds(t, p.outs[0].hold, fifoSize)
+	waitPipeHolds(t, c.Stdout, pipeCap)
+	select {
+	case <-wrote:
+		t.Fatal("the process wrote 4 MiB while the FIFO was held for its first reader")
+	default:
+	}
+	endGrace(p.outs[0])
+	select {
+	case <-wrote:
+	case <-time.After(writeTimeout):
+		t.Fatalf("the process is still blocked %v after the grace ended", writeTimeout)
+	}
+	waitDiscarded(t, p, int64(len(data)-fifoSize))
 
-	r, err := os.Open(out) // a reader comes (blocks until the shim's write end exists: it does)
+	r, err := os.Open(out) // a reader comes (the shim's write end is there)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	mustWrite(t, c.Stdout, []byte("after\n"))
 	p.CloseChild()
-	b, err := io.ReadAll(r)
-	if err != nil || string(b) != "after\n" {
-		t.Fatalf("late reader read %q, %v; want %q", b, err, "after\n")
+	_ = r.SetReadDeadline(time.Now().Add(writeTimeout))
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := p.Discarded(); got != int64(len(lost)) {
-		t.Fatalf("discarded %d bytes after the reader came, want %d", got, len(lost))
+	want := append(append([]byte{}, data[:fifoSize]...), "after\n"...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("late reader read %d bytes (%x…), want the first %d written and %q", len(got), got[:min(len(got), 8)], fifoSize, "after\n")
 	}
+	if d := p.Discarded(); d != int64(len(data)-fifoSize) {
+		t.Fatalf("discarded %d bytes, want %d", d, len(data)-fifoSize)
+	}
+}
+
+// TestGraceEnds: the grace is a real deadline: with a short one and no
+// reader, a process that writes far more than the pipes hold is blocked for
+// the grace and then goes on.
+func TestGraceEnds(t *testing.T) {
+	out := mkfifo(t, "out")
+	const grace = 100 * time.Millisecond
+	began := time.Now()
+	p, err := Open(Config{Stdout: out, ReaderGrace: grace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	mustWrite(t, p.Child().Stdout, make([]byte, 4<<20))
+	if took := time.Since(began); took < grace {
+		t.Fatalf("4 MiB went through %v after Open, before the grace (%v) ended", took, grace)
+	}
+}
+
+// endGrace ends o's wait for its first reader now, as its deadline would.
+func endGrace(o *output) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_ = o.watch.SetReadDeadline(time.Unix(1, 0))
+}
+
+// fdPipeSize returns the capacity of the pipe f is an end of.
+func fdPipeSize(t *testing.T, f *os.File) int {
+	t.Helper()
+	n, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitPipeHolds waits until the pipe or FIFO f is an end of holds n bytes
+// (FIONREAD works on either end).
+func waitPipeHolds(t *testing.T, f *os.File, n int) {
+	t.Helper()
+	deadline := time.Now().Add(writeTimeout)
+	for {
+		got, _ := ioctlInq(f)
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipe holds %d bytes, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// pipeSize returns the capacity of the FIFO at path.
+func pipeSize(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestReaderGoneAndBack plays containerd going down and coming back: what
@@ -201,16 +297,24 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 }
 
 // TestOutputWriteDiscardsWithoutReader covers the buffered path (a
-// terminal's output and the copying fallback): writes without a reader are
-// discarded and counted, and go through again once a reader opens.
+// terminal's output, and the copying fallback): once the reader has been
+// seen and has left, writes are discarded and counted, and go through again
+// once a reader opens.
 func TestOutputWriteDiscardsWithoutReader(t *testing.T) {
 	path := mkfifo(t, "out")
 	var logged strings.Builder
-	o, err := openOutputFIFO(path, "stdout", Config{Log: testLogger(&logged), ExecID: "probe"})
+	first, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer o.f.Close()
+	var watchers sync.WaitGroup
+	o, err := openOutputFIFO(path, "stdout", Config{Log: testLogger(&logged), ExecID: "probe"}, &watchers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watchers.Wait()
+	defer o.close()
+	_ = first.Close() // the reader seen at open has left
 	if err := o.Write(bytes.Repeat([]byte("a"), 100<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -228,8 +332,7 @@ func TestOutputWriteDiscardsWithoutReader(t *testing.T) {
 	if err := o.Write([]byte("seen")); err != nil {
 		t.Fatal(err)
 	}
-	o.end()
-	_ = o.f.Close()
+	o.finish()
 	b, _ := io.ReadAll(r)
 	if string(b) != "seen" {
 		t.Fatalf("reader got %q", b)

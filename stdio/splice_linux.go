@@ -119,3 +119,16 @@ func pollOut(fd int) int16 {
 		return fds[0].Revents
 	}
 }
+
+// fdOf returns f's descriptor without making it blocking (unlike f.Fd).
+func fdOf(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}

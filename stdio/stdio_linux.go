@@ -11,8 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
+	"time"
 )
 
 // Config names a process's streams as containerd sends them: "" for none, a
@@ -33,6 +32,16 @@ type Config struct {
 	// reader (see output); ExecID, if set, names the exec in those lines.
 	Log    *slog.Logger
 	ExecID string
+	// ReaderGrace is how long output is held for the first reader of an
+	// output FIFO that has none at Open (DefaultReaderGrace if 0).
+	ReaderGrace time.Duration
+}
+
+func (c Config) readerGrace() time.Duration {
+	if c.ReaderGrace > 0 {
+		return c.ReaderGrace
+	}
+	return DefaultReaderGrace
 }
 
 // ErrInvalidURI: a stream's URI is malformed (Open's error wraps it).
@@ -64,7 +73,9 @@ type Pipes struct {
 
 	logger *logger // binary:// logger or nil; set by Open, stopped by Close
 
-	outs []*output // the output FIFOs; set by Open
+	outs     []*output      // the output FIFOs; set by Open, closed by Close
+	srcs     []*os.File     // the read ends of the process's output pipes; set by Open
+	watchers sync.WaitGroup // the outputs' reader watchers; Close waits for them
 
 	con *console // the terminal with Config.Terminal, or nil; closed by Close
 }
@@ -150,9 +161,13 @@ func (p *Pipes) Close() error {
 	for _, f := range fs {
 		_ = f.Close() // a copier may have closed it already
 	}
+	for _, o := range p.outs {
+		o.close() // ends a copier still running, and the reader watchers
+	}
 	p.logger.stop() // nil-safe; blocks at most loggerStopWait
 	// nil-safe; waits for the console's copiers
 	p.closeConsole()
+	p.watchers.Wait()
 	return nil
 }
 
@@ -201,17 +216,17 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		if s.uri == "" {
 			continue
 		}
-		out, err := openOutputFIFO(s.uri, s.name, cfg)
+		out, err := openOutputFIFO(s.uri, s.name, cfg, &p.watchers)
 		if err != nil {
 			return err
 		}
-		p.track(out.f)
 		p.outs = append(p.outs, out)
 		r, w, err := os.Pipe()
 		if err != nil {
 			return err
 		}
 		p.track(r)
+		p.srcs = append(p.srcs, r)
 		*s.dst = w
 		if err := chown(w, cfg); err != nil {
 			return err
@@ -252,38 +267,23 @@ func (p *Pipes) openLogFile(cfg Config) error {
 	return nil
 }
 
-// copyOut copies the process's output pipe to its FIFO until EOF, then closes
-// both. It splices (no user-space buffer) and falls back to a buffered copy
-// where the kernel refuses splice. While the FIFO has no reader it discards
-// (see output), so the process never blocks on a reader that is gone.
+// copyOut copies the process's output pipe to its FIFO (see output) until
+// EOF, or until the pipe is empty once the process has exited; then it
+// closes the pipe and lets the FIFO's write end go once a reader has it.
 func (p *Pipes) copyOut(dst *output, src *os.File) {
 	defer p.copierDone()
-	for {
-		_, handled, err := spliceCopy(dst.f, src)
-		if !handled {
-			bufferedCopy(dst, src)
-			break
-		}
-		if !errors.Is(err, unix.EPIPE) {
-			if err != nil && !errors.Is(err, os.ErrClosed) {
-				bufferedCopy(dst, src) // an unexpected splice error: keep the process's pipe flowing
-			}
-			break
-		}
-		dst.startDropping()
-		if !dst.discard(src) {
-			break
-		}
+	if errors.Is(dst.copyFrom(src), os.ErrDeadlineExceeded) {
+		dst.drainExited(src)
 	}
-	dst.end()
-	_ = dst.f.Close() // the client now reads EOF
 	_ = src.Close()
+	dst.finish()
 }
 
 // bufferedCopy copies src to dst through a pooled buffer until src ends; a
 // write that fails for a reason other than a missing reader turns it into a
-// drain.
-func bufferedCopy(dst *output, src *os.File) {
+// drain. It returns os.ErrDeadlineExceeded when the process's exit ended
+// the wait (drainExited then takes what is left).
+func bufferedCopy(dst *output, src *os.File) error {
 	buf := getBuf()
 	defer putBuf(buf)
 	var werr error
@@ -292,8 +292,11 @@ func bufferedCopy(dst *output, src *os.File) {
 		if n > 0 && werr == nil {
 			werr = dst.Write((*buf)[:n])
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
 		if err != nil {
-			return // io.EOF: every writer is gone; or Close
+			return nil // io.EOF: every writer is gone; or Close
 		}
 	}
 }
