@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,9 @@ func (f *fakeContainerd) Forward(ctx context.Context, r *eventsapi.ForwardReques
 	return &gogotypes.Empty{}, nil
 }
 
+// fakeSeq numbers fake containerds within this test process.
+var fakeSeq atomic.Int64
+
 func newFakeContainerd(t *testing.T) *fakeContainerd {
 	t.Helper()
 	dir, err := os.MkdirTemp(shortTempBase(), "api")
@@ -60,8 +64,10 @@ func newFakeContainerd(t *testing.T) *fakeContainerd {
 	f := &fakeContainerd{
 		ttrpcAddr: filepath.Join(dir, "c.sock.ttrpc"),
 		grpcAddr:  filepath.Join(dir, "c.sock"),
-		ns:        fmt.Sprintf("lsapi%d", os.Getpid()),
-		dir:       dir,
+		// Its own namespace: its Cleanup removes the namespace's runc root,
+		// which must not pull the state from under a parallel test's shim.
+		ns:  fmt.Sprintf("lsapi%dx%d", os.Getpid(), fakeSeq.Add(1)),
+		dir: dir,
 	}
 	l, err := net.Listen("unix", f.ttrpcAddr)
 	if err != nil {
