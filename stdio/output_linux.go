@@ -2,12 +2,10 @@ package stdio
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,75 +56,6 @@ type output struct {
 	wclosed   bool       // f is closed
 	closed    bool       // close was called
 }
-
-// openOutputFIFO opens an output FIFO write-only and non-blocking (a full
-// FIFO parks the copier in Go's poller, not on an OS thread). If a reader
-// has it open already, that is the reader seen. If not, opening for writing
-// fails (fifo(7)): the shim then opens its own read end first (the hold),
-// which makes the write-only open succeed, and waits for the client's.
-func openOutputFIFO(uri, name string, cfg Config, watchers *sync.WaitGroup) (_ *output, retErr error) {
-	path, err := fifoPath(uri)
-	if err != nil {
-		return nil, err
-	}
-	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID, watchers: watchers}
-	o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
-	o.seen = err == nil
-	var hold *os.File
-	if errors.Is(err, unix.ENXIO) {
-		if hold, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
-			o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
-		}
-	}
-	if err != nil {
-		if hold != nil {
-			_ = hold.Close() // read-only
-		}
-		return nil, fmt.Errorf("open %s fifo: %w", name, err)
-	}
-	defer func() {
-		if retErr != nil {
-			o.close()
-		}
-	}()
-	rc, err := o.f.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open %s fifo: %w", name, err)
-	}
-	if hold != nil {
-		o.awaitReader(hold, cfg.readerGrace())
-	}
-	return o, nil
-}
-
-// awaitReader keeps hold (the shim's read end) until a client's reader
-// opens the FIFO, or for grace at most.
-func (o *output) awaitReader(hold *os.File, grace time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.hold = hold
-	if err := o.watchLocked(); err != nil {
-		// No inotify: hold for the grace all the same, then let go.
-		if o.log != nil {
-			o.log.Warn("cannot watch output fifo for its reader", append(o.attrs(), "error", err)...)
-		}
-		o.graceOver = true
-		time.AfterFunc(grace, func() {
-			o.mu.Lock()
-			o.dropHoldLocked()
-			o.mu.Unlock()
-		})
-		return
-	}
-	_ = o.watch.SetReadDeadline(time.Now().Add(grace))
-}
-
-// readerGone reports whether no process holds the FIFO open for reading: a
-// pipe's write end polls POLLERR then (pipe_poll).
-func readerGone(fd int) bool { return pollOut(fd)&unix.POLLERR != 0 }
 
 // Write writes b for a copier that reads into a buffer (a terminal's
 // output, or the copying fallback). It blocks while a reader is there and

@@ -171,6 +171,32 @@ func (p *Pipes) Close() error {
 	return nil
 }
 
+// ProcessExited tells p that its process has exited. Its output then ends
+// as soon as the process's pipes (or the pty) hold nothing more, even if
+// another process (a child it left behind) still holds them open: whatever
+// the process wrote is delivered, and its client is not kept waiting for
+// EOF. It does nothing for a nil p, and never blocks.
+func (p *Pipes) ProcessExited() {
+	if p == nil {
+		return
+	}
+	for _, r := range p.srcs {
+		// Wakes the copier from the poller into drainExited.
+		_ = r.SetReadDeadline(time.Unix(1, 0))
+	}
+	if p.con == nil {
+		return
+	}
+	c := p.con
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.exited = true
+	if c.master != nil {
+		// Wakes copyOut from the poller into its drain.
+		_ = c.master.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
 func (p *Pipes) track(fs ...*os.File) {
 	p.mu.Lock()
 	p.closers = append(p.closers, fs...)
@@ -350,7 +376,8 @@ func copyStdin(dst, src *os.File) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
 func putBuf(b *[]byte) { bufPool.Put(b) }
 
 func chown(f *os.File, cfg Config) error {
@@ -364,18 +391,3 @@ func chown(f *os.File, cfg Config) error {
 }
 
 func isFileURI(s string) bool { return strings.HasPrefix(s, "file://") }
-
-// fifoPath accepts a plain path or a fifo:// URI.
-func fifoPath(s string) (string, error) {
-	if !strings.Contains(s, "://") {
-		return s, nil
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("stdio uri %q: %w: %w", s, err, ErrInvalidURI)
-	}
-	if u.Scheme != "fifo" {
-		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)
-	}
-	return u.Path, nil
-}

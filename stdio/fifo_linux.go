@@ -2,28 +2,39 @@ package stdio
 
 import (
 	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// This file is the reader rendezvous of an output FIFO: how the shim tells
-// "no reader yet" from "the reader left", and when it may close its write
-// end. fifo(7) is a rendezvous, not a pipe: a reader's blocking open waits
-// until a writer exists, and containerd's clients (ctr, the CRI plugin,
+// This file opens the FIFOs containerd names and keeps their rendezvous
+// rules. fifo(7) is a rendezvous, not a pipe: a non-blocking open for
+// writing fails while there is no reader, and a reader's blocking open
+// waits until a writer exists. containerd's clients (ctr, the CRI plugin,
 // nerdctl) open their read ends in the background, so under load the
 // reader may come after the process has written everything and exited.
 //
-//   - Startup is not an outage. Until a reader has been seen, the shim holds
-//     a read end of its own (hold): the process's output goes into the FIFO
-//     and waits there for the client, who reads it first. When the FIFO is
-//     full the copier waits, and so, once its own pipe is full too, does the
-//     process: at most ReaderGrace. Then the hold goes and the daemon-down
-//     policy of output applies; what the FIFO holds is kept for a reader.
-//   - The write end is closed only when a reader holds the FIFO open, or by
-//     Close (Delete: nobody will read). Closing it earlier would leave a
+//   - stdin: the shim opens the read end non-blocking (it succeeds with no
+//     writer) and holds a write end of its own, so that a client that
+//     detaches does not end the process's input; CloseStdin drops it.
+//   - Output: how the shim tells "no reader yet" from "the reader left",
+//     and when it may close its write end:
+//
+//   - Startup is not an outage. Until a reader has been seen, the shim
+//     holds a read end of its own (hold): the process's output goes into
+//     the FIFO and waits there for the client, who reads it first. When the
+//     FIFO is full the copier waits, and so, once its own pipe is full too,
+//     does the process: at most ReaderGrace. Then the hold goes and the
+//     daemon-down policy of output applies; what the FIFO holds is kept
+//     for a reader.
+//   - The write end is closed only when a reader holds the FIFO open, or
+//     by Close (Delete: nobody will read). Closing it earlier would leave a
 //     late reader blocked in open(2) for ever, and the FIFO's data with no
 //     open file to live in.
 //
@@ -36,6 +47,107 @@ import (
 // DefaultReaderGrace is how long a process's output is held for the first
 // reader of its FIFO (see Config.ReaderGrace).
 const DefaultReaderGrace = 30 * time.Second
+
+// openOutputFIFO opens an output FIFO write-only and non-blocking (a full
+// FIFO parks the copier in Go's poller, not on an OS thread). If a reader
+// has it open already, that is the reader seen. If not, opening for writing
+// fails (fifo(7)): the shim then opens its own read end first (the hold),
+// which makes the write-only open succeed, and waits for the client's.
+func openOutputFIFO(uri, name string, cfg Config, watchers *sync.WaitGroup) (_ *output, retErr error) {
+	path, err := fifoPath(uri)
+	if err != nil {
+		return nil, err
+	}
+	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID, watchers: watchers}
+	o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	o.seen = err == nil
+	var hold *os.File
+	if errors.Is(err, unix.ENXIO) {
+		if hold, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		}
+	}
+	if err != nil {
+		if hold != nil {
+			_ = hold.Close() // read-only
+		}
+		return nil, fmt.Errorf("open %s fifo: %w", name, err)
+	}
+	defer func() {
+		if retErr != nil {
+			o.close()
+		}
+	}()
+	rc, err := o.f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s fifo: %w", name, err)
+	}
+	if hold != nil {
+		o.awaitReader(hold, cfg.readerGrace())
+	}
+	return o, nil
+}
+
+// awaitReader keeps hold (the shim's read end) until a client's reader
+// opens the FIFO, or for grace at most.
+func (o *output) awaitReader(hold *os.File, grace time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hold = hold
+	if err := o.watchLocked(); err != nil {
+		// No inotify: hold for the grace all the same, then let go.
+		if o.log != nil {
+			o.log.Warn("cannot watch output fifo for its reader", append(o.attrs(), "error", err)...)
+		}
+		o.graceOver = true
+		time.AfterFunc(grace, func() {
+			o.mu.Lock()
+			o.dropHoldLocked()
+			o.mu.Unlock()
+		})
+		return
+	}
+	_ = o.watch.SetReadDeadline(time.Now().Add(grace))
+}
+
+// openStdinFIFO opens the stdin FIFO for reading and, as the pipe path does,
+// for writing too: the shim's hold, dropped by CloseStdin (fifo(7)).
+func openStdinFIFO(uri string) (src, hold *os.File, err error) {
+	path, err := fifoPath(uri)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err != nil {
+		return nil, nil, fmt.Errorf("open stdin fifo: %w", err)
+	}
+	if hold, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0); err != nil {
+		_ = src.Close() // read-only, nothing to flush
+		return nil, nil, fmt.Errorf("open stdin fifo for writing: %w", err)
+	}
+	return src, hold, nil
+}
+
+// fifoPath accepts a plain path or a fifo:// URI.
+func fifoPath(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("stdio uri %q: %w: %w", s, err, ErrInvalidURI)
+	}
+	if u.Scheme != "fifo" {
+		return "", fmt.Errorf("stdio uri %q: scheme %q: %w", s, u.Scheme, errors.ErrUnsupported)
+	}
+	return u.Path, nil
+}
+
+// readerGone reports whether no process holds the FIFO open for reading: a
+// pipe's write end polls POLLERR then (pipe_poll).
+func readerGone(fd int) bool { return pollOut(fd)&unix.POLLERR != 0 }
 
 // holdLocked opens the shim's own read end, so writes to o.f land in the
 // FIFO while no client reads. The open is non-blocking and always succeeds
