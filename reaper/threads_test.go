@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func TestStatThreads(t *testing.T) {
@@ -80,24 +78,34 @@ func TestShedKeepsForkingThread(t *testing.T) {
 	}
 }
 
-// TestShedEndsSurplusThreads leaves idle threads behind with blocking system
-// calls, then checks that shedding ends some of them.
+// TestShedEndsSurplusThreads leaves idle threads behind, then checks that
+// shedding ends some of them. The surplus is made for certain: goroutines
+// that each lock an OS thread, all at once, need a thread each (more of
+// them than the process has threads); once they unlock and end, those
+// threads stay with the runtime, idle.
 func TestShedEndsSurplusThreads(t *testing.T) {
 	r := newRunning(t)
 	before := liveThreads()
-	var wg sync.WaitGroup
-	for range 8 {
+	n := before + 4
+	var locked, wg sync.WaitGroup
+	release := make(chan struct{})
+	locked.Add(n)
+	for range n {
 		wg.Add(1)
 		go func() { // owned by this test: joined below
 			defer wg.Done()
-			ts := unix.Timespec{Nsec: int64(50 * time.Millisecond)}
-			_ = unix.Nanosleep(&ts, nil) // blocks its thread: the runtime starts others
+			runtime.LockOSThread()
+			locked.Done()
+			<-release // every one holds its own thread meanwhile
+			runtime.UnlockOSThread()
 		}()
 	}
+	locked.Wait()
+	close(release)
 	wg.Wait()
 	surplus := liveThreads()
-	if surplus <= before {
-		t.Skipf("no surplus threads to shed (%d before, %d after)", before, surplus)
+	if surplus < n {
+		t.Fatalf("%d goroutines locked to their threads at once left %d threads, %d before: no surplus to shed", n, surplus, before)
 	}
 	r.idleThreads = before
 	deadline := time.Now().Add(10 * time.Second)
