@@ -57,7 +57,7 @@ func (p *Pipes) openConsole(cfg Config) (retErr error) {
 	}
 	if cfg.Stdout != "" {
 		var err error
-		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg, &p.watchers); err != nil {
+		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg); err != nil {
 			return err
 		}
 	}

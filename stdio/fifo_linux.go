@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,8 +40,10 @@ import (
 // A writer's poll does not wake when a reader opens (fifo_open wakes the
 // readers' queue only), so a reader's arrival is learnt from inotify
 // (IN_OPEN on the FIFO; an O_PATH open, as containerd's fifo package makes
-// first, reports nothing). The inotify fd exists only while the shim waits
-// for a reader, and it waits in Go's poller: no OS thread, no timer.
+// first, reports nothing), through the process's one inotify instance
+// (readerWatch), which exists only while some FIFO waits and waits in Go's
+// poller: no OS thread. The grace is a timer only while the shim holds a
+// FIFO.
 
 // DefaultReaderGrace is how long a process's output is held for the first
 // reader of its FIFO (see Config.ReaderGrace).
@@ -53,12 +54,12 @@ const DefaultReaderGrace = 30 * time.Second
 // has it open already, that is the reader seen. If not, opening for writing
 // fails (fifo(7)): the shim then opens its own read end first (the hold),
 // which makes the write-only open succeed, and waits for the client's.
-func openOutputFIFO(uri, name string, cfg Config, watchers *sync.WaitGroup) (_ *output, retErr error) {
+func openOutputFIFO(uri, name string, cfg Config) (_ *output, retErr error) {
 	path, err := fifoPath(uri)
 	if err != nil {
 		return nil, err
 	}
-	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID, watchers: watchers}
+	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID}
 	o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
 	o.seen = err == nil
 	var hold *os.File
@@ -92,25 +93,16 @@ func openOutputFIFO(uri, name string, cfg Config, watchers *sync.WaitGroup) (_ *
 }
 
 // awaitReader keeps hold (the shim's read end) until a client's reader
-// opens the FIFO, or for grace at most.
+// opens the FIFO, for grace at most.
 func (o *output) awaitReader(hold *os.File, grace time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.hold = hold
-	if err := o.watchLocked(); err != nil {
-		// No inotify: hold for the grace all the same, then let go.
-		if o.log != nil {
-			o.log.Warn("cannot watch output fifo for its reader", append(o.attrs(), "error", err)...)
-		}
-		o.graceOver = true
-		time.AfterFunc(grace, func() {
-			o.mu.Lock()
-			o.dropHoldLocked()
-			o.mu.Unlock()
-		})
-		return
+	if err := o.watchLocked(); err != nil && o.log != nil {
+		// No news of readers: hold for the grace all the same.
+		o.log.Warn("cannot watch output fifo for its reader", append(o.attrs(), "error", err)...)
 	}
-	_ = o.watch.SetReadDeadline(time.Now().Add(grace))
+	o.grace = time.AfterFunc(grace, o.graceEnded)
 }
 
 // openStdinFIFO opens the stdin FIFO for reading and, as the pipe path does,
@@ -151,139 +143,134 @@ func readerGone(fd int) bool { return pollOut(fd)&unix.POLLERR != 0 }
 
 // holdLocked opens the shim's own read end, so writes to o.f land in the
 // FIFO while no client reads. The open is non-blocking and always succeeds
-// while o.f is open; the IN_OPEN it causes is read away at once, so the
-// watcher is not woken by the shim itself.
+// while o.f is open. Its IN_OPEN is counted, for wake to pass over.
 func (o *output) holdLocked() error {
 	h, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(o.fd), os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	o.hold = h
-	o.skipOwnEventsLocked()
+	if o.watching {
+		o.ownOpens++
+	}
 	return nil
 }
 
 // dropHoldLocked closes the shim's read end: from now on the reader count
-// the kernel keeps is the clients' alone.
+// the kernel keeps is the clients' alone, and every IN_OPEN is a client's.
 func (o *output) dropHoldLocked() {
 	if o.hold != nil {
 		_ = o.hold.Close() // read-only, never read
 		o.hold = nil
 	}
+	o.ownOpens = 0
 }
 
-// watchLocked makes the inotify watch for readers' opens, if there is none,
-// and starts the watcher. After it returns, any reader that opens the FIFO
-// wakes the watcher; one that came before is seen by the caller's check.
+// stopGraceLocked stops the grace timer.
+func (o *output) stopGraceLocked() {
+	if o.grace != nil {
+		o.grace.Stop()
+		o.grace = nil
+	}
+}
+
+// watchLocked registers o for news of readers' opens. After it returns, any
+// reader that opens the FIFO wakes o; the caller checks for one that came
+// before.
 func (o *output) watchLocked() error {
-	if o.watch == nil {
-		fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-		if err != nil {
-			return err
-		}
-		// By fd, not by path: the client may have renamed or removed it.
-		if _, err := unix.InotifyAddWatch(fd, "/proc/self/fd/"+strconv.Itoa(o.fd), unix.IN_OPEN); err != nil {
-			_ = unix.Close(fd)
-			return err
-		}
-		o.watch = os.NewFile(uintptr(fd), "inotify") // non-blocking: on Go's poller
+	if o.watching {
+		return nil
 	}
-	if !o.watching {
-		o.watching = true
-		o.watchers.Add(1)
-		go o.watchReaders(o.watch) // ends when its work is done or close closes watch; Pipes.Close waits
+	wd, err := readers.add(o)
+	if err != nil {
+		return err
 	}
+	o.wd, o.watching = wd, true
 	return nil
 }
 
-// skipOwnEventsLocked reads away the events queued so far (the shim's own
-// opens queue theirs synchronously, before open returns).
-func (o *output) skipOwnEventsLocked() {
-	if o.watch == nil {
-		return
-	}
-	rc, err := o.watch.SyscallConn()
-	if err != nil {
-		return
-	}
-	var buf [256]byte
-	_ = rc.Control(func(fd uintptr) {
-		for {
-			if n, err := unix.Read(int(fd), buf[:]); n <= 0 || err != nil {
-				return
-			}
-		}
-	})
-}
-
-// watchReaders waits in the poller for opens of the FIFO (and for the end
-// of ReaderGrace while the shim holds it), and acts on each through wake.
-func (o *output) watchReaders(w *os.File) {
-	defer o.watchers.Done()
-	var buf [256]byte
-	for {
-		_, err := w.Read(buf[:])
-		if o.wake(err) {
-			return
-		}
+// stopWatchLocked ends the watch.
+func (o *output) stopWatchLocked() {
+	if o.watching {
+		readers.remove(o, o.wd)
+		o.watching = false
 	}
 }
 
-// wake handles one wake-up of the watcher: err is nil for an open of the
-// FIFO, os.ErrDeadlineExceeded when ReaderGrace ended, anything else when
-// the watch failed or was closed. It reports whether the watcher is done.
-func (o *output) wake(err error) (done bool) {
+// wake handles an open of the FIFO (readerWatch calls it).
+func (o *output) wake() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	switch {
-	case o.closed:
-		return true
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		o.graceOver = true
-		_ = o.watch.SetReadDeadline(time.Time{}) // from now on: wait for a reader, without end
-	case err != nil:
-		// No more news of readers: treat startup as over; Close ends it all.
-		o.graceOver = true
-		o.dropHoldLocked()
-		o.stopWatchLocked()
-		return true
+	if o.closed || !o.watching {
+		return
 	}
 	if o.hold != nil {
+		if o.ownOpens > 0 {
+			// The shim's own re-hold. (inotify merges an identical event
+			// still unread, so a client's open may hide in it: then the
+			// reader is seen when the grace or the stream ends instead.)
+			o.ownOpens--
+			return
+		}
 		o.dropHoldLocked()
-		if readerGone(o.fd) && !o.graceOver {
-			// The open was not a reader, or one that has left already:
-			// hold again (a write that met EPIPE meanwhile retries: reheld).
+		if readerGone(o.fd) {
+			// Not a reader, or one gone already: hold again (a write
+			// that met EPIPE meanwhile retries: reheld).
 			if o.holdLocked() != nil {
 				o.graceOver = true
 			}
-			return false
+			return
 		}
 	}
-	if !readerGone(o.fd) {
-		o.seen = true
-		if o.ended {
-			o.closeWriteLocked() // the reader gets what the FIFO holds, then EOF
-			o.stopWatchLocked()
-			return true
-		}
+	if readerGone(o.fd) {
+		return // not a reader: wait on
 	}
-	if !o.ended {
-		// A reader is there, or the grace is over: the copier's own policy
-		// takes it from here, and finish watches again if it must.
-		o.stopWatchLocked()
-		return true
-	}
-	return false
+	o.readerSeenLocked()
 }
 
-// stopWatchLocked closes the inotify fd; the watcher, which calls it, then
-// returns.
-func (o *output) stopWatchLocked() {
-	if o.watch != nil {
-		_ = o.watch.Close() // read-only
-		o.watch = nil
+// readerSeenLocked: a client holds the FIFO open. The hold and the watch
+// end; an ended stream closes its write end, and the reader gets what the
+// FIFO holds, then EOF.
+func (o *output) readerSeenLocked() {
+	o.seen = true
+	o.stopGraceLocked()
+	o.dropHoldLocked()
+	o.stopWatchLocked()
+	if o.ended {
+		o.closeWriteLocked()
 	}
+}
+
+// graceEnded lets go of the hold when no reader came within ReaderGrace:
+// the copier's daemon-down policy takes over, and what the FIFO holds is
+// kept for a reader.
+func (o *output) graceEnded() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || o.grace == nil {
+		return
+	}
+	o.grace = nil
+	o.graceOver = true
+	o.dropHoldLocked()
+	if !readerGone(o.fd) {
+		o.readerSeenLocked() // one came whose open went unnoticed
+		return
+	}
+	if !o.ended {
+		o.stopWatchLocked() // the copier sees a returning reader by itself
+	}
+}
+
+// unwatched: the inotify instance failed. Startup is over; Close closes the
+// write end if no reader is seen otherwise.
+func (o *output) unwatched() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.watching = false
+	o.graceOver = true
+	o.stopGraceLocked()
+	o.dropHoldLocked()
 }
 
 // reheld reports whether a write that failed with EPIPE should be tried
@@ -305,26 +292,29 @@ func (o *output) reheld() bool {
 }
 
 // finish ends the stream: every byte the process wrote is in the FIFO or
-// was discarded. It closes the write end now if a reader holds the FIFO
-// open; otherwise the watcher closes it when one comes, and Close if none
-// does. It never blocks.
+// was discarded. Nothing more will be written, so the hold goes (the write
+// end alone keeps what the FIFO holds). The write end is closed now if a
+// reader holds the FIFO open; otherwise when one opens it, or by Close if
+// none does. It never blocks.
 func (o *output) finish() {
 	o.end()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ended = true
-	if o.closed || o.wclosed || o.hold != nil {
-		return // a watcher runs while the shim holds the FIFO
-	}
-	if !readerGone(o.fd) {
-		o.closeWriteLocked()
+	if o.closed || o.wclosed {
 		return
 	}
-	if err := o.watchLocked(); err != nil {
+	o.stopGraceLocked()
+	o.dropHoldLocked()
+	if !readerGone(o.fd) {
+		o.readerSeenLocked()
+		return
+	}
+	if o.watchLocked() != nil {
 		return // no way to learn of a reader: Close closes the write end
 	}
 	if !readerGone(o.fd) { // came before the watch
-		o.closeWriteLocked()
+		o.readerSeenLocked()
 	}
 }
 
@@ -337,16 +327,14 @@ func (o *output) closeWriteLocked() {
 	}
 }
 
-// close closes every file of o and stops its watcher (Pipes.Close waits for
-// it). Output still in the FIFO is left to a reader that has it open.
+// close closes every file of o and ends its watch. Output still in the FIFO
+// is left to a reader that has it open.
 func (o *output) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.closed = true
+	o.stopGraceLocked()
 	o.dropHoldLocked()
+	o.stopWatchLocked()
 	o.closeWriteLocked()
-	if o.watch != nil {
-		_ = o.watch.Close() // wakes the watcher with os.ErrClosed
-		o.watch = nil
-	}
 }

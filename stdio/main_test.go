@@ -34,8 +34,8 @@ func checkNoLeaks(goroutines, fds int) error {
 		}
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
-			return fmt.Errorf("leaked: %d goroutines (started with %d), %d fds (started with %d)\n%s",
-				g, goroutines, f, fds, buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("leaked: %d goroutines (started with %d), %d fds (started with %d): %v\n%s",
+				g, goroutines, f, fds, fdTargets(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -60,4 +60,14 @@ func countFDs() int {
 		}
 	}
 	return n
+}
+
+func fdTargets() []string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var ts []string
+	for _, e := range ents {
+		t, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		ts = append(ts, e.Name()+"="+t)
+	}
+	return ts
 }

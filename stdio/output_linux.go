@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,17 +45,17 @@ type output struct {
 	stretch  int64 // bytes discarded in this stretch; owned by the copier
 	total    atomic.Int64
 
-	watchers *sync.WaitGroup // the Pipes' watcher goroutines; Pipes.Close waits
-
-	mu        sync.Mutex // guards the fields below
-	hold      *os.File   // the shim's own read end until a reader is seen or the grace ends
-	watch     *os.File   // inotify fd (IN_OPEN of the FIFO) while waiting for a reader
-	watching  bool       // a watcher goroutine runs
-	seen      bool       // a reader has held the FIFO open: "no reader" now means it left
-	graceOver bool       // ReaderGrace passed without a reader: hold no more
-	ended     bool       // the stream ended: close f as soon as a reader holds the FIFO
-	wclosed   bool       // f is closed
-	closed    bool       // close was called
+	mu        sync.Mutex  // guards the fields below
+	hold      *os.File    // the shim's own read end until a reader is seen, the grace ends or the stream ends
+	ownOpens  int         // IN_OPEN events of the shim's own re-holds, not yet seen by wake
+	grace     *time.Timer // ends the hold after ReaderGrace; nil once stopped
+	watching  bool        // registered with readers (the inotify watch), as wd
+	wd        int32
+	seen      bool // a reader has held the FIFO open: "no reader" now means it left
+	graceOver bool // ReaderGrace passed without a reader: hold no more
+	ended     bool // the stream ended: close f as soon as a reader holds the FIFO
+	wclosed   bool // f is closed
+	closed    bool // close was called
 }
 
 // Write writes b for a copier that reads into a buffer (a terminal's

@@ -120,18 +120,15 @@ func TestGraceEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	defer p.CloseChild() // the process's end
 	mustWrite(t, p.Child().Stdout, make([]byte, 4<<20))
 	if took := time.Since(began); took < grace {
 		t.Fatalf("4 MiB went through %v after Open, before the grace (%v) ended", took, grace)
 	}
 }
 
-// endGrace ends o's wait for its first reader now, as its deadline would.
-func endGrace(o *output) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	_ = o.watch.SetReadDeadline(time.Unix(1, 0))
-}
+// endGrace ends o's wait for its first reader now, as its timer would.
+func endGrace(o *output) { o.graceEnded() }
 
 // fdPipeSize returns the capacity of the pipe f is an end of.
 func fdPipeSize(t *testing.T, f *os.File) int {
@@ -307,12 +304,10 @@ func TestOutputWriteDiscardsWithoutReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var watchers sync.WaitGroup
-	o, err := openOutputFIFO(path, "stdout", Config{Log: testLogger(&logged), ExecID: "probe"}, &watchers)
+	o, err := openOutputFIFO(path, "stdout", Config{Log: testLogger(&logged), ExecID: "probe"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer watchers.Wait()
 	defer o.close()
 	_ = first.Close() // the reader seen at open has left
 	if err := o.Write(bytes.Repeat([]byte("a"), 100<<10)); err != nil {

@@ -73,9 +73,8 @@ type Pipes struct {
 
 	logger *logger // binary:// logger or nil; set by Open, stopped by Close
 
-	outs     []*output      // the output FIFOs; set by Open, closed by Close
-	srcs     []*os.File     // the read ends of the process's output pipes; set by Open
-	watchers sync.WaitGroup // the outputs' reader watchers; Close waits for them
+	outs []*output  // the output FIFOs; set by Open, closed by Close
+	srcs []*os.File // the read ends of the process's output pipes; set by Open
 
 	con *console // the terminal with Config.Terminal, or nil; closed by Close
 }
@@ -162,12 +161,11 @@ func (p *Pipes) Close() error {
 		_ = f.Close() // a copier may have closed it already
 	}
 	for _, o := range p.outs {
-		o.close() // ends a copier still running, and the reader watchers
+		o.close() // ends a copier still running, and the watch for a reader
 	}
 	p.logger.stop() // nil-safe; blocks at most loggerStopWait
 	// nil-safe; waits for the console's copiers
 	p.closeConsole()
-	p.watchers.Wait()
 	return nil
 }
 
@@ -242,7 +240,7 @@ func (p *Pipes) openOutputs(cfg Config) error {
 		if s.uri == "" {
 			continue
 		}
-		out, err := openOutputFIFO(s.uri, s.name, cfg, &p.watchers)
+		out, err := openOutputFIFO(s.uri, s.name, cfg)
 		if err != nil {
 			return err
 		}

@@ -78,6 +78,7 @@ func TestStdinHeldUntilCloseStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	defer p.CloseChild() // the process's end
 	w, err := os.OpenFile(in, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
