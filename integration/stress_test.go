@@ -22,6 +22,9 @@ const (
 // 0..199 once, so a swapped or duplicated exit shows.
 func stressExit(i int) int { return i % 256 }
 
+// stressEventsLimit bounds the `ctr events` that watches a stress run.
+const stressEventsLimit = 10 * time.Minute
+
 // stressRun calls fn(i) for i in [0, stressN), stressParallelism at a time.
 func stressRun(fn func(i int)) time.Duration {
 	start := time.Now()
@@ -41,7 +44,9 @@ func stressRun(fn func(i int)) time.Duration {
 func TestStressInstantContainers(t *testing.T) {
 	t.Parallel()
 	d := sharedDaemon(t)
-	events := d.startCtr(t, "events", "namespace=="+d.ns)
+	// Not ctrTimeout: on a loaded machine the whole run may take longer,
+	// and an events stream cut short loses the last events.
+	events := d.startCtrTo(t, nil, stressEventsLimit, "events", "namespace=="+d.ns)
 	waitSubscribed(t, d, events)
 
 	ids := make([]string, stressN)
@@ -117,7 +122,9 @@ func TestStressInstantContainers(t *testing.T) {
 func TestStressInstantExecs(t *testing.T) {
 	t.Parallel()
 	d := sharedDaemon(t)
-	events := d.startCtr(t, "events", "namespace=="+d.ns)
+	// Not ctrTimeout: on a loaded machine the whole run may take longer,
+	// and an events stream cut short loses the last events.
+	events := d.startCtrTo(t, nil, stressEventsLimit, "events", "namespace=="+d.ns)
 	waitSubscribed(t, d, events)
 	id, initPid := startSleeper(t, d, "instantx")
 
