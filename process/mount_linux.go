@@ -53,37 +53,65 @@ func parseOptions(opts []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
-// mountRootfs mounts ms onto rootfs in order. On failure it undoes what it did.
+// mountRootfs mounts ms onto rootfs in order. A mount with a Target goes on
+// that path inside rootfs, resolved as if rootfs were "/" (see openInRoot),
+// so an image's symlinks cannot move it out. On failure it undoes what it did.
 func mountRootfs(rootfs string, ms []Mount) (retErr error) {
+	// Absolute, because an overlay mount with many layers runs in a thread
+	// whose working directory is elsewhere (mountIn).
+	rootfs, err := filepath.Abs(rootfs)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		if retErr != nil {
 			_ = unmountRootfs(rootfs)
 		}
 	}()
 	for _, m := range ms {
-		target := rootfs
-		if m.Target != "" {
-			target = filepath.Join(rootfs, filepath.Clean("/"+m.Target))
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return fmt.Errorf("mount %s: %w", target, err)
-			}
-		}
-		flags, data := parseOptions(m.Options)
-		if err := mountOne(m, target, flags, data); err != nil {
+		if err := mountAt(rootfs, m); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func mountOne(m Mount, target string, flags uintptr, data string) error {
+// mountAt mounts m on its Target inside rootfs (rootfs itself when empty).
+func mountAt(rootfs string, m Mount) error {
+	if m.Target == "" {
+		return mountOne(m, rootfs, rootfs)
+	}
+	dir, err := openInRoot(rootfs, m.Target)
+	if err != nil {
+		return fmt.Errorf("mount target %s in %s: %w", m.Target, rootfs, err)
+	}
+	defer func() { _ = dir.Close() }() // O_PATH, nothing to flush
+	// mount(2) follows the magic link to the directory openInRoot checked,
+	// not the path, so nothing can swap a symlink in between (runc mounts
+	// through /proc/self/fd for the same reason).
+	return mountOne(m, fmt.Sprintf("/proc/self/fd/%d", dir.Fd()), filepath.Join(rootfs, filepath.Clean("/"+m.Target)))
+}
+
+// mountOne mounts m on target; name is target as errors show it.
+func mountOne(m Mount, target, name string) error {
+	flags, data := parseOptions(m.Options)
+	chdir := ""
+	if m.Type == "overlay" && len(data) >= overlayCompactAt {
+		var opts []string
+		chdir, opts = compactLowerdirs(m.Options)
+		_, data = parseOptions(opts)
+	}
+	if len(data) >= pageSize {
+		return fmt.Errorf("mount %s on %s (type %q): %d bytes of options do not fit mount(2)'s page: %w",
+			m.Source, name, m.Type, len(data), unix.EINVAL)
+	}
 	// A read-only bind mount needs a second, remounting call (mount(2)).
-	if err := unix.Mount(m.Source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
-		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, target, m.Type, strings.Join(m.Options, ","), err)
+	if err := mountIn(chdir, m.Source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
+		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, name, m.Type, strings.Join(m.Options, ","), err)
 	}
 	if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
 		if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
-			return fmt.Errorf("remount %s read-only: %w", target, err)
+			return fmt.Errorf("remount %s read-only: %w", name, err)
 		}
 	}
 	return nil
@@ -114,4 +142,101 @@ func unmountRootfs(rootfs string) error {
 // UnmountRootfs unmounts <bundle>/rootfs. The shim's delete action uses it.
 func UnmountRootfs(bundle string) error {
 	return unmountRootfs(filepath.Join(bundle, "rootfs"))
+}
+
+// maxSymlinks is how many symlinks one path may go through, as the
+// kernel's limit (path_resolution(7)).
+const maxSymlinks = 40
+
+// openInRoot opens the directory at path inside root, creating missing
+// directories (0755) on the way, and returns it as an O_PATH file the caller
+// must close. The path is resolved as the container will see it, with root
+// as "/": ".." stops at root, and a symlink (absolute or relative) is
+// followed inside root, never out of it, as containerd resolves a mount's
+// Target (continuity's fs.RootPath) before it creates it. A plain
+// filepath.Join + MkdirAll would follow an image's symlink (say /mnt -> /etc)
+// to the host's directory.
+//
+// Each component is opened from its parent's descriptor with O_NOFOLLOW, and
+// symlinks are read and expanded here, so a symlink swapped in while we walk
+// makes the open fail (ELOOP, ENOTDIR) instead of leading out.
+func openInRoot(root, path string) (*os.File, error) {
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	w := rootWalk{dirs: []int{rootFd}, todo: strings.Split(path, "/")}
+	defer w.close()
+	for len(w.todo) > 0 {
+		if err := w.step(); err != nil {
+			return nil, &os.PathError{Op: "resolve", Path: path, Err: err}
+		}
+	}
+	fd, err := unix.Dup(w.dirs[len(w.dirs)-1])
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), filepath.Join(root, filepath.Clean("/"+path))), nil
+}
+
+// rootWalk is openInRoot's state: the open directories from root down to
+// where the walk is, and the path components still to resolve.
+type rootWalk struct {
+	dirs  []int    // O_PATH descriptors; dirs[0] is root
+	todo  []string // components left
+	links int      // symlinks followed so far
+}
+
+// step resolves the next component.
+func (w *rootWalk) step() error {
+	name := w.todo[0]
+	w.todo = w.todo[1:]
+	cur := w.dirs[len(w.dirs)-1]
+	switch name {
+	case "", ".":
+		return nil
+	case "..":
+		if len(w.dirs) > 1 { // ".." of root is root
+			_ = unix.Close(cur) // O_PATH
+			w.dirs = w.dirs[:len(w.dirs)-1]
+		}
+		return nil
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(cur, name, buf)
+	if err == nil {
+		if w.links++; w.links > maxSymlinks {
+			return unix.ELOOP
+		}
+		link := string(buf[:n])
+		if strings.HasPrefix(link, "/") {
+			for _, fd := range w.dirs[1:] {
+				_ = unix.Close(fd) // O_PATH
+			}
+			w.dirs = w.dirs[:1]
+		}
+		w.todo = append(strings.Split(link, "/"), w.todo...)
+		return nil
+	}
+	if errors.Is(err, unix.ENOENT) {
+		// EEXIST: made meanwhile; the open below checks what it is.
+		if err := unix.Mkdirat(cur, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	} else if !errors.Is(err, unix.EINVAL) { // EINVAL: not a symlink
+		return err
+	}
+	fd, err := unix.Openat(cur, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	w.dirs = append(w.dirs, fd)
+	return nil
+}
+
+func (w *rootWalk) close() {
+	for _, fd := range w.dirs {
+		_ = unix.Close(fd) // O_PATH
+	}
 }
