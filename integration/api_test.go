@@ -140,9 +140,19 @@ type shim struct {
 
 func (f *fakeContainerd) startShim(t *testing.T, id, bundle string) *shim {
 	t.Helper()
+	return f.startShimPath(t, id, bundle, "")
+}
+
+// startShimPath is startShim with binDir, if not "", first on the shim's
+// PATH (where it finds its runtime binary).
+func (f *fakeContainerd) startShimPath(t *testing.T, id, bundle, binDir string) *shim {
+	t.Helper()
 	cmd := exec.Command(suite.shimPath, "-namespace", f.ns, "-id", id, "-address", f.grpcAddr, "-publish-binary", "/nonexistent", "start")
 	cmd.Dir = bundle
 	cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+f.ttrpcAddr, "GOMAXPROCS=2")
+	if binDir != "" {
+		cmd.Env = append(cmd.Env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("start: %v: %s", err, out)

@@ -9,6 +9,10 @@ type Config struct {
 	Log           string `json:"log,omitempty"`    // JSON log file, e.g. <bundle>/log.json
 	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
 	Debug         bool   `json:"debug,omitempty"`
+	// Criu is the criu binary runc checkpoints and restores with
+	// (--criu; runc's default is "criu" on its PATH). containerd 1.6's
+	// runc shim passes its criu_path option the same way.
+	Criu string `json:"criu,omitempty"`
 }
 
 // CreateOpts are the options of Create.
@@ -44,6 +48,9 @@ func (c Config) globalArgs() []string {
 	}
 	if c.Log != "" {
 		args = append(args, "--log", c.Log, "--log-format", "json")
+	}
+	if c.Criu != "" {
+		args = append(args, "--criu", c.Criu)
 	}
 	if c.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")

@@ -21,8 +21,8 @@ func TestArgs(t *testing.T) {
 		want string
 	}{
 		{"global minimal", Config{Root: "/r"}.globalArgs(), "--root /r"},
-		{"global all", Config{Root: "/r", Log: "/b/log.json", SystemdCgroup: true, Debug: true}.globalArgs(),
-			"--root /r --debug --log /b/log.json --log-format json --systemd-cgroup"},
+		{"global all", Config{Root: "/r", Log: "/b/log.json", SystemdCgroup: true, Debug: true, Criu: "/opt/criu"}.globalArgs(),
+			"--root /r --debug --log /b/log.json --log-format json --criu /opt/criu --systemd-cgroup"},
 		{"create", createArgs("c1", CreateOpts{Bundle: "/b", PidFile: "/b/init.pid"}),
 			"create --bundle /b --pid-file /b/init.pid c1"},
 		{"create all", createArgs("c1", CreateOpts{Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s", NoPivot: true, NoNewKeyring: true}),

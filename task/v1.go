@@ -31,6 +31,8 @@ type V1Config struct {
 	RuntimeRoot string
 	// SystemdCgroup is -systemd-cgroup.
 	SystemdCgroup bool
+	// CriuPath is -criu-path (or -criu): the criu binary runc runs.
+	CriuPath string
 	// Flush blocks until every event published so far has reached
 	// containerd (Publisher.Flush).
 	Flush func(ctx context.Context) error
@@ -131,7 +133,7 @@ func (v *V1) Create(ctx context.Context, r *shimv1.CreateTaskRequest) (_ *shimv1
 // and the task options Any (containerd.linux.runc.CreateOptions; a
 // RuncOptions is accepted too and overrides binary, root and cgroup driver).
 func (v *V1) options(runtime string, a *gogotypes.Any) (*gogotypes.Any, error) {
-	o := &runcopts.Options{BinaryName: runtime, Root: v.cfg.RuntimeRoot, SystemdCgroup: v.cfg.SystemdCgroup}
+	o := &runcopts.Options{BinaryName: runtime, Root: v.cfg.RuntimeRoot, SystemdCgroup: v.cfg.SystemdCgroup, CriuPath: v.cfg.CriuPath}
 	if a != nil && (a.TypeUrl != "" || len(a.Value) > 0) {
 		switch strings.TrimPrefix(a.TypeUrl, "type.googleapis.com/") {
 		case proto.MessageName(&runctypes.CreateOptions{}):
@@ -149,6 +151,7 @@ func (v *V1) options(runtime string, a *gogotypes.Any) (*gogotypes.Any, error) {
 			}
 			o.BinaryName = cmp.Or(c.Runtime, o.BinaryName)
 			o.Root = cmp.Or(c.RuntimeRoot, o.Root)
+			o.CriuPath = cmp.Or(c.CriuPath, o.CriuPath)
 			o.SystemdCgroup = o.SystemdCgroup || c.SystemdCgroup
 		default:
 			return nil, fmt.Errorf("unknown task options type %q: %w", a.TypeUrl, errInvalid)
