@@ -33,6 +33,9 @@ type V1Config struct {
 	SystemdCgroup bool
 	// CriuPath is -criu-path (or -criu): the criu binary runc runs.
 	CriuPath string
+	// Workdir is -workdir, the task's work dir under containerd's root:
+	// CRIU's work path for checkpoints that name none.
+	Workdir string
 	// Flush blocks until every event published so far has reached
 	// containerd (Publisher.Flush).
 	Flush func(ctx context.Context) error
@@ -272,13 +275,17 @@ func (v *V1) Resume(ctx context.Context, _ *gogotypes.Empty) (*gogotypes.Empty, 
 	return v.core.Resume(ctx, &taskapi.ResumeRequest{Id: cid})
 }
 
-// Checkpoint checkpoints the container (as far as the core supports it).
+// Checkpoint checkpoints the container; see checkpointOptions.
 func (v *V1) Checkpoint(ctx context.Context, r *shimv1.CheckpointTaskRequest) (*gogotypes.Empty, error) {
 	cid, err := v.container()
 	if err != nil {
 		return nil, err
 	}
-	return v.core.Checkpoint(ctx, &taskapi.CheckpointTaskRequest{Id: cid, Path: r.Path, Options: r.Options})
+	opts, err := v.checkpointOptions(r.Options)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return v.core.Checkpoint(ctx, &taskapi.CheckpointTaskRequest{Id: cid, Path: r.Path, Options: opts})
 }
 
 // Kill signals the init (the container id, or no id) or an exec.

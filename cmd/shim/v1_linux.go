@@ -44,6 +44,7 @@ func v1Face(cfg config) face {
 				RuntimeRoot:   cfg.runtimeRoot,
 				SystemdCgroup: cfg.systemdCgroup,
 				CriuPath:      cfg.criu,
+				Workdir:       cfg.workdir,
 				Flush:         pub.Flush,
 				Log:           log,
 			})
