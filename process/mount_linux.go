@@ -1,9 +1,11 @@
 package process
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -53,10 +55,31 @@ func parseOptions(opts []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
-// mountRootfs mounts ms onto rootfs in order. A mount with a Target goes on
+// mounter mounts a container's rootfs. run runs a mount helper program
+// (mount.fuse, mount.fuse3) to its end and returns its combined output; the
+// Factory's goes through the reaper, the shim's only wait4 caller.
+type mounter struct {
+	run func(ctx context.Context, cmd *exec.Cmd) ([]byte, error)
+}
+
+// mountRootfs mounts ms onto rootfs with the Factory's helper runner.
+func (f *Factory) mountRootfs(ctx context.Context, rootfs string, ms []Mount) error {
+	return mounter{run: f.runHelper}.mountAll(ctx, rootfs, ms)
+}
+
+// runHelper runs cmd through the reaper; a non-zero exit is an error.
+func (f *Factory) runHelper(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	out, e, err := f.reaper.RunCmd(ctx, cmd, nil, true)
+	if err == nil && e.Status != 0 {
+		err = fmt.Errorf("%s exited with status %d", cmd.Path, e.Status)
+	}
+	return out, err
+}
+
+// mountAll mounts ms onto rootfs in order. A mount with a Target goes on
 // that path inside rootfs, resolved as if rootfs were "/" (see openInRoot),
 // so an image's symlinks cannot move it out. On failure it undoes what it did.
-func mountRootfs(rootfs string, ms []Mount) (retErr error) {
+func (mr mounter) mountAll(ctx context.Context, rootfs string, ms []Mount) (retErr error) {
 	// Absolute, because an overlay mount with many layers runs in a thread
 	// whose working directory is elsewhere (mountIn).
 	rootfs, err := filepath.Abs(rootfs)
@@ -69,7 +92,7 @@ func mountRootfs(rootfs string, ms []Mount) (retErr error) {
 		}
 	}()
 	for _, m := range ms {
-		if err := mountAt(rootfs, m); err != nil {
+		if err := mr.mountAt(ctx, rootfs, m); err != nil {
 			return err
 		}
 	}
@@ -77,9 +100,9 @@ func mountRootfs(rootfs string, ms []Mount) (retErr error) {
 }
 
 // mountAt mounts m on its Target inside rootfs (rootfs itself when empty).
-func mountAt(rootfs string, m Mount) error {
+func (mr mounter) mountAt(ctx context.Context, rootfs string, m Mount) error {
 	if m.Target == "" {
-		return mountOne(m, rootfs, rootfs)
+		return mr.mountOne(ctx, m, rootfs, rootfs)
 	}
 	dir, err := openInRoot(rootfs, m.Target)
 	if err != nil {
@@ -89,24 +112,38 @@ func mountAt(rootfs string, m Mount) error {
 	// mount(2) follows the magic link to the directory openInRoot checked,
 	// not the path, so nothing can swap a symlink in between (runc mounts
 	// through /proc/self/fd for the same reason).
-	return mountOne(m, fmt.Sprintf("/proc/self/fd/%d", dir.Fd()), filepath.Join(rootfs, filepath.Clean("/"+m.Target)))
+	return mr.mountOne(ctx, m, fmt.Sprintf("/proc/self/fd/%d", dir.Fd()), filepath.Join(rootfs, filepath.Clean("/"+m.Target)))
 }
 
 // mountOne mounts m on target; name is target as errors show it.
-func mountOne(m Mount, target, name string) error {
-	flags, data := parseOptions(m.Options)
+func (mr mounter) mountOne(ctx context.Context, m Mount, target, name string) error {
+	if helper, fstype, ok := fuseHelper(m.Type); ok {
+		return mr.mountFUSE(ctx, helper, fstype, m, target, name)
+	}
+	sp, opts := specialOptions(m.Options)
+	flags, data := parseOptions(opts)
 	chdir := ""
 	if m.Type == "overlay" && len(data) >= overlayCompactAt {
-		var opts []string
-		chdir, opts = compactLowerdirs(m.Options)
+		chdir, opts = compactLowerdirs(opts)
 		_, data = parseOptions(opts)
 	}
 	if len(data) >= pageSize {
 		return fmt.Errorf("mount %s on %s (type %q): %d bytes of options do not fit mount(2)'s page: %w",
 			m.Source, name, m.Type, len(data), unix.EINVAL)
 	}
+	source := m.Source
+	if sp.loop {
+		dev, err := attachLoop(m.Source, flags&unix.MS_RDONLY != 0, sp.directIO)
+		if err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
+		}
+		// Autoclear: closing our descriptor once the mount holds the
+		// device detaches it when the mount goes (or now, if it failed).
+		defer func() { _ = dev.Close() }()
+		source = dev.Name()
+	}
 	// A read-only bind mount needs a second, remounting call (mount(2)).
-	if err := mountIn(chdir, m.Source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
+	if err := mountIn(chdir, source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
 		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, name, m.Type, strings.Join(m.Options, ","), err)
 	}
 	if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
@@ -115,6 +152,35 @@ func mountOne(m Mount, target, name string) error {
 		}
 	}
 	return nil
+}
+
+// special are the mount options that are neither flags nor file system
+// data: they ask the shim to do something around mount(2).
+type special struct {
+	loop     bool // mount a loop device backed by the source file
+	directIO bool // with loop: the loop device uses direct I/O
+}
+
+// specialOptions takes the special options out of opts, as containerd's
+// mount code does: "loop", and "direct-io" when it comes with "loop".
+func specialOptions(opts []string) (special, []string) {
+	var sp special
+	var rest []string
+	for _, o := range opts {
+		switch o {
+		case "loop":
+			sp.loop = true
+		case "direct-io":
+			sp.directIO = true
+		default:
+			rest = append(rest, o)
+		}
+	}
+	if sp.directIO && !sp.loop {
+		sp.directIO = false
+		rest = append(rest, "direct-io") // the file system's own option then
+	}
+	return sp, rest
 }
 
 func readonlyUnlessBind(flags uintptr) uintptr {

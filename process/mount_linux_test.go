@@ -1,15 +1,22 @@
 package process
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// execMounter runs mount helpers with os/exec: nothing else reaps in the
+// test process.
+var execMounter = mounter{run: func(_ context.Context, cmd *exec.Cmd) ([]byte, error) { return cmd.CombinedOutput() }}
 
 // needRoot fails, not skips, when the tests cannot mount: `make test` runs
 // as root, and a skipped mount test would pass while proving nothing.
@@ -57,7 +64,7 @@ func TestMountOverlayOfManyLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mountRootfs(rootfs, []Mount{{Type: "overlay", Source: "overlay", Options: opts}}); err != nil {
+	if err := execMounter.mountAll(t.Context(), rootfs, []Mount{{Type: "overlay", Source: "overlay", Options: opts}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -110,7 +117,7 @@ func TestMountTargetStaysInRootfs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		m := Mount{Type: "tmpfs", Source: "tmpfs", Target: tc.target, Options: []string{"size=64k"}}
-		if err := mountRootfs(rootfs, []Mount{m}); err != nil {
+		if err := execMounter.mountAll(t.Context(), rootfs, []Mount{m}); err != nil {
 			t.Errorf("mount on %s: %v", tc.target, err)
 			continue
 		}
@@ -142,4 +149,140 @@ func isMountPoint(t *testing.T, path string) bool {
 		return false
 	}
 	return st.Dev != parent.Dev
+}
+
+// TestMountLoop mounts an ext4 image file with the "loop" option (as
+// containerd's blockfile and erofs snapshotters send it): the file system
+// is there, read-only when asked, and the loop device goes away with the
+// mount (autoclear), leaving no device attached to the file.
+func TestMountLoop(t *testing.T) {
+	needRoot(t)
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Fatalf("mkfs.ext4 (e2fsprogs) builds the test's image: %v", err)
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []string
+		ro   bool
+	}{
+		{"rw", []string{"loop"}, false},
+		{"ro", []string{"loop", "ro"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rootfs := t.TempDir()
+			if err := execMounter.mountAll(t.Context(), rootfs, []Mount{{Type: "ext4", Source: img, Options: tc.opts}}); err != nil {
+				t.Fatal(err)
+			}
+			dev := mountSource(t, rootfs)
+			if _, err := os.Stat(filepath.Join(rootfs, "lost+found")); err != nil {
+				t.Errorf("the image's file system is not on the rootfs: %v", err)
+			}
+			err := os.WriteFile(filepath.Join(rootfs, "w"), nil, 0o644)
+			if tc.ro != (err != nil) {
+				t.Errorf("write on a %s loop mount: %v", tc.name, err)
+			}
+			if err := unmountRootfs(rootfs); err != nil {
+				t.Fatal(err)
+			}
+			// Autoclear detaches the device once the lazy unmount has
+			// released it; the kernel does that without us.
+			backing := "/sys/block/" + filepath.Base(dev) + "/loop/backing_file"
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				b, err := os.ReadFile(backing)
+				if err != nil || strings.TrimSpace(string(b)) != img {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s still backs %s after the unmount", img, dev)
+				}
+				time.Sleep(10 * time.Millisecond) // no event for a loop device's release
+			}
+		})
+	}
+	err = execMounter.mountAll(t.Context(), t.TempDir(), []Mount{{Type: "ext4", Source: filepath.Join(t.TempDir(), "missing"), Options: []string{"loop"}}})
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("loop mount of a missing file: %v, want ErrNotExist", err)
+	}
+}
+
+// mountSource returns the source device of the mount at dir.
+func mountSource(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			for i, x := range f {
+				if x == "-" && i+2 < len(f) {
+					src = f[i+2] // the last mount on dir wins
+				}
+			}
+		}
+	}
+	if !strings.HasPrefix(src, "/dev/loop") {
+		t.Fatalf("%s is mounted from %q, want a /dev/loop device", dir, src)
+	}
+	return src
+}
+
+// TestMountFUSEHelper mounts types "fuse.X" and "fuse3.X" through a fake
+// mount.fuse / mount.fuse3 on PATH, which records its arguments and mounts
+// a tmpfs: the helper gets containerd's argv (source, the target's real
+// path, -o per option, -t X), and the mount lands on the target inside the
+// rootfs. A failing helper's output reaches the error.
+func TestMountFUSEHelper(t *testing.T) {
+	needRoot(t)
+	bin := t.TempDir()
+	argv := filepath.Join(t.TempDir(), "argv")
+	script := "#!/bin/sh\n[ \"$1\" = fail ] && { echo helper says no >&2; exit 3; }\n" +
+		"echo \"$(basename $0) $*\" >> " + argv + "\nexec mount -t tmpfs -o size=64k tmpfs \"$2\"\n"
+	for _, name := range []string{"mount.fuse", "mount.fuse3"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ms := []Mount{
+		{Type: "fuse3.fuse-overlayfs", Source: "overlay", Options: []string{"lowerdir=/l", "upperdir=/u"}},
+		{Type: "fuse.sshfs", Source: "host:/x", Target: "/mnt/s", Options: []string{"ro"}},
+	}
+	if err := execMounter.mountAll(t.Context(), rootfs, ms); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unmountRootfs(rootfs) })
+	want := "mount.fuse3 overlay " + rootfs + " -o lowerdir=/l -o upperdir=/u -t fuse-overlayfs\n" +
+		"mount.fuse host:/x " + rootfs + "/mnt/s -o ro -t sshfs\n"
+	if got, _ := os.ReadFile(argv); string(got) != want {
+		t.Errorf("helper argv:\n%s\nwant\n%s", got, want)
+	}
+	if !isMountPoint(t, filepath.Join(rootfs, "mnt", "s")) {
+		t.Error("the fuse.sshfs mount is not on <rootfs>/mnt/s")
+	}
+	err := execMounter.mountAll(t.Context(), t.TempDir(), []Mount{{Type: "fuse3.x", Source: "fail"}})
+	if err == nil || !strings.Contains(err.Error(), "helper says no") {
+		t.Errorf("failing helper: %v, want its output in the error", err)
+	}
+	if _, _, ok := fuseHelper("fuse3."); ok {
+		t.Error(`type "fuse3." has no file system type; it must not run a helper`)
+	}
 }
