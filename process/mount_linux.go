@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/stdio"
 )
 
 // Mount is one rootfs mount as containerd sends it.
@@ -56,15 +58,17 @@ func parseOptions(opts []string) (flags uintptr, data string) {
 }
 
 // mounter mounts a container's rootfs. run runs a mount helper program
-// (mount.fuse, mount.fuse3) to its end and returns its combined output; the
-// Factory's goes through the reaper, the shim's only wait4 caller.
+// (mount.fuse, mount.fuse3) to its end and returns its combined output;
+// start starts a user namespace holder (openUserns). The Factory's go
+// through the reaper, the shim's only wait4 caller.
 type mounter struct {
-	run func(ctx context.Context, cmd *exec.Cmd) ([]byte, error)
+	run   func(ctx context.Context, cmd *exec.Cmd) ([]byte, error)
+	start stdio.Starter
 }
 
-// mountRootfs mounts ms onto rootfs with the Factory's helper runner.
+// mountRootfs mounts ms onto rootfs with the Factory's helper runners.
 func (f *Factory) mountRootfs(ctx context.Context, rootfs string, ms []Mount) error {
-	return mounter{run: f.runHelper}.mountAll(ctx, rootfs, ms)
+	return mounter{run: f.runHelper, start: f.starter()}.mountAll(ctx, rootfs, ms)
 }
 
 // runHelper runs cmd through the reaper; a non-zero exit is an error.
@@ -102,7 +106,7 @@ func (mr mounter) mountAll(ctx context.Context, rootfs string, ms []Mount) (retE
 // mountAt mounts m on its Target inside rootfs (rootfs itself when empty).
 func (mr mounter) mountAt(ctx context.Context, rootfs string, m Mount) error {
 	if m.Target == "" {
-		return mr.mountOne(ctx, m, rootfs, rootfs)
+		return mr.mountOne(ctx, m, rootfs, rootfs, filepath.Dir(rootfs))
 	}
 	dir, err := openInRoot(rootfs, m.Target)
 	if err != nil {
@@ -112,15 +116,33 @@ func (mr mounter) mountAt(ctx context.Context, rootfs string, m Mount) error {
 	// mount(2) follows the magic link to the directory openInRoot checked,
 	// not the path, so nothing can swap a symlink in between (runc mounts
 	// through /proc/self/fd for the same reason).
-	return mr.mountOne(ctx, m, fmt.Sprintf("/proc/self/fd/%d", dir.Fd()), filepath.Join(rootfs, filepath.Clean("/"+m.Target)))
+	return mr.mountOne(ctx, m, fmt.Sprintf("/proc/self/fd/%d", dir.Fd()), filepath.Join(rootfs, filepath.Clean("/"+m.Target)), filepath.Dir(rootfs))
 }
 
-// mountOne mounts m on target; name is target as errors show it.
-func (mr mounter) mountOne(ctx context.Context, m Mount, target, name string) error {
+// mountOne mounts m on target; name is target as errors show it, scratch a
+// private directory (the bundle) for short-lived mounts.
+func (mr mounter) mountOne(ctx context.Context, m Mount, target, name, scratch string) error {
 	if helper, fstype, ok := fuseHelper(m.Type); ok {
 		return mr.mountFUSE(ctx, helper, fstype, m, target, name)
 	}
-	sp, opts := specialOptions(m.Options)
+	sp, opts, err := specialOptions(m.Options)
+	if err != nil {
+		return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
+	}
+	var userns *os.File
+	if sp.idmap != nil {
+		if userns, err = openUserns(mr.start, *sp.idmap); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
+		}
+		defer func() { _ = userns.Close() }() // the mounts hold their own reference
+		if m.Type == "overlay" {
+			var cleanup func()
+			if opts, cleanup, err = idmapLowerdirs(opts, userns, scratch); err != nil {
+				return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
+			}
+			defer cleanup()
+		}
+	}
 	flags, data := parseOptions(opts)
 	chdir := ""
 	if m.Type == "overlay" && len(data) >= overlayCompactAt {
@@ -146,9 +168,30 @@ func (mr mounter) mountOne(ctx context.Context, m Mount, target, name string) er
 	if err := mountIn(chdir, source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
 		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, name, m.Type, strings.Join(m.Options, ","), err)
 	}
-	if flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0 {
-		if err := unix.Mount("", target, "", flags|unix.MS_REMOUNT, ""); err != nil {
+	remountRO := flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0
+	idmapped := userns != nil && m.Type != "overlay"
+	if !remountRO && !idmapped {
+		return nil
+	}
+	// What follows acts on the new mount, by path: a /proc/self/fd link
+	// still names the directory under it, so it is read back as the path
+	// it stands for, which now leads to the new mount.
+	top := target
+	if strings.HasPrefix(target, "/proc/self/fd/") {
+		if top, err = os.Readlink(target); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
+		}
+	}
+	if remountRO {
+		if err := unix.Mount("", top, "", flags|unix.MS_REMOUNT, ""); err != nil {
 			return fmt.Errorf("remount %s read-only: %w", name, err)
+		}
+	}
+	if idmapped {
+		// As containerd remaps a mount that is not an overlay: an
+		// idmapped clone stacked on top of it.
+		if err := idmapClone(top, top, userns, 0); err != nil {
+			return fmt.Errorf("idmap %s: %w", name, err)
 		}
 	}
 	return nil
@@ -157,21 +200,28 @@ func (mr mounter) mountOne(ctx context.Context, m Mount, target, name string) er
 // special are the mount options that are neither flags nor file system
 // data: they ask the shim to do something around mount(2).
 type special struct {
-	loop     bool // mount a loop device backed by the source file
-	directIO bool // with loop: the loop device uses direct I/O
+	loop     bool    // mount a loop device backed by the source file
+	directIO bool    // with loop: the loop device uses direct I/O
+	idmap    *idmaps // uidmap= and gidmap=: an idmapped mount
 }
 
 // specialOptions takes the special options out of opts, as containerd's
-// mount code does: "loop", and "direct-io" when it comes with "loop".
-func specialOptions(opts []string) (special, []string) {
+// mount code does: "loop", "direct-io" when it comes with "loop", and
+// "uidmap="/"gidmap=", which must come together.
+func specialOptions(opts []string) (special, []string, error) {
 	var sp special
 	var rest []string
+	var uidmap, gidmap string
 	for _, o := range opts {
-		switch o {
-		case "loop":
+		switch {
+		case o == "loop":
 			sp.loop = true
-		case "direct-io":
+		case o == "direct-io":
 			sp.directIO = true
+		case strings.HasPrefix(o, "uidmap="):
+			uidmap = strings.TrimPrefix(o, "uidmap=")
+		case strings.HasPrefix(o, "gidmap="):
+			gidmap = strings.TrimPrefix(o, "gidmap=")
 		default:
 			rest = append(rest, o)
 		}
@@ -180,7 +230,22 @@ func specialOptions(opts []string) (special, []string) {
 		sp.directIO = false
 		rest = append(rest, "direct-io") // the file system's own option then
 	}
-	return sp, rest
+	if uidmap == "" && gidmap == "" {
+		return sp, rest, nil
+	}
+	if uidmap == "" || gidmap == "" {
+		return sp, nil, fmt.Errorf("%w: %w", errIDMapHalf, ErrInvalidArgument)
+	}
+	uid, err := parseIDMaps(uidmap)
+	if err != nil {
+		return sp, nil, err
+	}
+	gid, err := parseIDMaps(gidmap)
+	if err != nil {
+		return sp, nil, err
+	}
+	sp.idmap = &idmaps{uid: uid, gid: gid}
+	return sp, rest, nil
 }
 
 func readonlyUnlessBind(flags uintptr) uintptr {

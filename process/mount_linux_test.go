@@ -16,7 +16,15 @@ import (
 
 // execMounter runs mount helpers with os/exec: nothing else reaps in the
 // test process.
-var execMounter = mounter{run: func(_ context.Context, cmd *exec.Cmd) ([]byte, error) { return cmd.CombinedOutput() }}
+var execMounter = mounter{
+	run: func(_ context.Context, cmd *exec.Cmd) ([]byte, error) { return cmd.CombinedOutput() },
+	start: func(cmd *exec.Cmd) (func(), error) {
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		return func() { _ = cmd.Wait() }, nil
+	},
+}
 
 // needRoot fails, not skips, when the tests cannot mount: `make test` runs
 // as root, and a skipped mount test would pass while proving nothing.
@@ -284,5 +292,61 @@ func TestMountFUSEHelper(t *testing.T) {
 	}
 	if _, _, ok := fuseHelper("fuse3."); ok {
 		t.Error(`type "fuse3." has no file system type; it must not run a helper`)
+	}
+}
+
+// TestMountIDMapped mounts with uidmap=/gidmap= as containerd 2.x's overlay
+// snapshotter asks for a user-namespaced pod: an overlay whose lower dirs
+// are idmapped, and a bind mount that is. Files root owns on disk show up
+// owned by the mapped host ids; the short-lived idmapped mount of the lower
+// dirs is gone once the overlay is up; half a mapping is refused.
+func TestMountIDMapped(t *testing.T) {
+	needRoot(t)
+	const host = 100000
+	maps := []string{"uidmap=0:100000:65536", "gidmap=0:100000:65536"}
+	base := filepath.Join(t.TempDir(), "snapshots")
+	for _, d := range []string{"1/fs", "2/fs", "3/fs", "3/work"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"1/fs/a", "2/fs/b"} {
+		if err := os.WriteFile(filepath.Join(base, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	overlay := Mount{Type: "overlay", Source: "overlay", Options: append([]string{
+		"lowerdir=" + base + "/2/fs:" + base + "/1/fs", "upperdir=" + base + "/3/fs", "workdir=" + base + "/3/work",
+	}, maps...)}
+	bind := Mount{Type: "bind", Source: filepath.Join(base, "1", "fs"), Target: "/mnt", Options: append([]string{"rbind", "ro"}, maps...)}
+	if err := execMounter.mountAll(t.Context(), rootfs, []Mount{overlay, bind}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unmountRootfs(rootfs) })
+	for _, f := range []string{"a", "b", "mnt/a"} {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(rootfs, f), &st); err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if st.Uid != host || st.Gid != host {
+			t.Errorf("%s is owned by %d:%d, want %d:%d through the idmapped mount", f, st.Uid, st.Gid, host, host)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(bundle, ".idmapped-lower-*")); len(left) != 0 {
+		t.Errorf("idmapped lower dirs left in the bundle: %v", left)
+	}
+	_, _, err := specialOptions([]string{"uidmap=0:1:1"})
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("uidmap without gidmap: %v, want ErrInvalidArgument", err)
+	}
+	_, _, err = specialOptions([]string{"uidmap=0:1", "gidmap=0:1:1"})
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("a malformed mapping: %v, want ErrInvalidArgument", err)
 	}
 }

@@ -27,25 +27,11 @@ var overlayCompactAt = pageSize - 512
 // gained: no lowerdir, a single one, relative or escaped (`\:`) paths, or
 // no common parent below "/".
 func compactLowerdirs(opts []string) (string, []string) {
-	idx, dirs := -1, []string(nil)
-	for i, o := range opts {
-		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
-			idx, dirs = i, strings.Split(v, ":")
-			break
-		}
-	}
-	if idx < 0 || len(dirs) < 2 || strings.Contains(opts[idx], `\`) {
+	idx, dirs := lowerdirs(opts)
+	if idx < 0 || len(dirs) < 2 {
 		return "", opts
 	}
-	prefix := dirs[0]
-	for _, d := range dirs {
-		if !strings.HasPrefix(d, "/") {
-			return "", opts
-		}
-		prefix = commonPrefix(prefix, d)
-	}
-	// Back to a whole path component: "/s/1" and "/s/12" share "/s/1".
-	parent := prefix[:strings.LastIndexByte(prefix, '/')]
+	parent := commonParent(dirs)
 	if parent == "" {
 		return "", opts
 	}
@@ -59,6 +45,32 @@ func compactLowerdirs(opts []string) (string, []string) {
 	out := append([]string(nil), opts...)
 	out[idx] = "lowerdir=" + strings.Join(rel, ":")
 	return parent, out
+}
+
+// lowerdirs returns the index of the lowerdir= option in opts (-1 if none)
+// and its directories, topmost first.
+func lowerdirs(opts []string) (int, []string) {
+	for i, o := range opts {
+		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+			return i, strings.Split(v, ":")
+		}
+	}
+	return -1, nil
+}
+
+// commonParent returns the deepest directory every dir is below, or ""
+// when there is none short of "/" or a dir is relative or escaped (`\:`,
+// which a split on ":" would cut).
+func commonParent(dirs []string) string {
+	prefix := dirs[0]
+	for _, d := range dirs {
+		if !strings.HasPrefix(d, "/") || strings.Contains(d, `\`) {
+			return ""
+		}
+		prefix = commonPrefix(prefix, d)
+	}
+	// Back to a whole path component: "/s/1" and "/s/12" share "/s/1".
+	return prefix[:strings.LastIndexByte(prefix, '/')]
 }
 
 func commonPrefix(a, b string) string {
