@@ -147,8 +147,18 @@ func (f *fakeContainerd) startShim(t *testing.T, id, bundle string) *shim {
 // PATH (where it finds its runtime binary).
 func (f *fakeContainerd) startShimPath(t *testing.T, id, bundle, binDir string) *shim {
 	t.Helper()
+	return f.startShimWith(t, id, bundle, binDir, nil)
+}
+
+// startShimWith is startShimPath with stdin for the start action: what
+// containerd 1.6 writes there, the options Any in protobuf.
+func (f *fakeContainerd) startShimWith(t *testing.T, id, bundle, binDir string, stdin []byte) *shim {
+	t.Helper()
 	cmd := exec.Command(suite.shimPath, "-namespace", f.ns, "-id", id, "-address", f.grpcAddr, "-publish-binary", "/nonexistent", "start")
 	cmd.Dir = bundle
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+f.ttrpcAddr, "GOMAXPROCS=2")
 	if binDir != "" {
 		cmd.Env = append(cmd.Env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))

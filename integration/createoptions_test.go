@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,5 +108,47 @@ func TestCreateOptionsIOOwner(t *testing.T) {
 	}
 	if got := mustRead(t, argv); !strings.Contains(got, " --no-new-keyring ") {
 		t.Errorf("runc was never run with --no-new-keyring:\n%s", got)
+	}
+}
+
+// TestCreateOptionsShimCgroup gives the start action containerd 1.6's
+// task options, a containerd.linux.runc.CreateOptions with shim_cgroup
+// (WithShimCgroup), on stdin, as 1.6 sends them: the serving shim must be
+// in that cgroup.
+func TestCreateOptionsShimCgroup(t *testing.T) {
+	f := newFakeContainerd(t)
+	id := "shimcg"
+	b := f.bundle(t, id, "/bin/true")
+	cg := "/leanshim-test-" + f.ns
+	dir := filepath.Join("/sys/fs/cgroup/pids", cg)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("a pids cgroup for the shim: %v", err)
+	}
+	opts, err := proto.Marshal(&runctypes.CreateOptions{ShimCgroup: cg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := proto.Marshal(&gogotypes.Any{TypeUrl: "containerd.linux.runc.CreateOptions", Value: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.startShimWith(t, id, b, "", stdin)
+	t.Cleanup(func() { // before startShimWith's: cleanups run last-in first-out
+		if shimAlive(s.pid) {
+			_ = syscall.Kill(s.pid, syscall.SIGKILL) // only the shim this test started
+		}
+		if !poll(10*time.Second, func() bool { return os.Remove(dir) == nil }) {
+			t.Errorf("cgroup %s still busy after the shim was killed", dir)
+		}
+	})
+	procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(s.pid)) {
+		t.Errorf("shim %d is not in %s (cgroup.procs: %q)", s.pid, dir, procs)
+	}
+	if _, err := s.task.Connect(ctxT(t), &taskapi.ConnectRequest{Id: id}); err != nil {
+		t.Errorf("the shim in its cgroup does not answer: %v", err)
 	}
 }
