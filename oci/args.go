@@ -40,8 +40,8 @@ func (c Config) binary() string {
 	return c.Binary
 }
 
-// globalArgs are the flags that precede every subcommand.
-func (c Config) globalArgs() []string {
+// globalArgs are the flags that precede subcommand sub.
+func (c Config) globalArgs(sub string) []string {
 	args := []string{"--root", c.Root}
 	if c.Debug {
 		args = append(args, "--debug")
@@ -49,7 +49,10 @@ func (c Config) globalArgs() []string {
 	if c.Log != "" {
 		args = append(args, "--log", c.Log, "--log-format", "json")
 	}
-	if c.Criu != "" {
+	// Only where CRIU runs. containerd's runc shim passes --criu to every
+	// command; runc accepts it everywhere, but crun has no such flag, and a
+	// criu path would then break every crun command, not just checkpoints.
+	if c.Criu != "" && (sub == "checkpoint" || sub == "restore") {
 		args = append(args, "--criu", c.Criu)
 	}
 	if c.SystemdCgroup {
