@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // manyLayers is the layer count of TestImageOfManyLayers' image.
@@ -38,8 +39,10 @@ func TestImageOfManyLayers(t *testing.T) {
 			d := startContainerd(t, withFlavor(fl))
 			d.mustCtr(t, "images", "import", archive)
 			id := d.newID("layers")
+			start := time.Now()
 			r := d.ctr(t, "run", "--rm", "--runtime", d.flavor.runtime, "--fifo-dir", d.fifoDir, ref, id,
 				"/bin/sh", "-c", "ls /layers | wc -l; cat /layers/001 /layers/127")
+			t.Logf("%s: ctr run --rm of the %d-layer image with %s: %v", d.flavor.name, manyLayers, d.flavor.runtime, time.Since(start).Round(time.Millisecond))
 			want := fmt.Sprintf("%d\nlayer 1\nlayer 127\n", manyLayers-1)
 			if r.code != 0 || r.stdout != want {
 				t.Fatalf("want exit 0 and stdout %q; got %v", want, r)
