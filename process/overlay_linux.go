@@ -2,10 +2,11 @@ package process
 
 import (
 	"os"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/reaper"
 )
 
 // pageSize bounds a mount's data: mount(2) copies at most one page of it, so
@@ -89,31 +90,29 @@ func commonPrefix(a, b string) string {
 // The working directory belongs to every thread of the process (they share
 // one fs_struct), and the shim runs many threads, so chdir-ing the shim
 // would move every concurrent open, exec and runtime call with it. Instead
-// a goroutine locks itself to its OS thread, gives that thread a private
+// the mount runs on a thread of its own that gives itself a private
 // fs_struct with unshare(CLONE_FS) (unshare(2); allowed in a threaded
-// process, unlike CLONE_NEWUSER), chdirs there and mounts. It never unlocks:
-// a thread whose fs_struct was unshared cannot be handed back to other
-// goroutines, and the Go runtime ends a thread whose locked goroutine
-// returns (runtime.LockOSThread), so the changed cwd dies with it. No child
-// process is forked, so there is nothing for the reaper to wait for.
-// containerd 2.x mounts the same way; 1.6 forked a helper instead.
+// process, unlike CLONE_NEWUSER), chdirs and mounts, and then ends
+// (reaper.OnDisposableThread), so the changed cwd dies with it and no other
+// goroutine ever runs there. That thread is never one that forked a child
+// still running with Pdeathsig (a runtime command of another request):
+// ending it would kill that child. No process is forked, so there is
+// nothing to reap. containerd 2.x mounts on a locked thread too (without
+// the fork-thread check); 1.6 forked a helper.
 func mountIn(dir, source, target, fstype string, flags uintptr, data string) error {
 	if dir == "" {
 		return unix.Mount(source, target, fstype, flags, data)
 	}
-	errc := make(chan error, 1)
-	// Joined by the receive below; it always sends exactly once.
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- err
+	var err error
+	reaper.OnDisposableThread(func() {
+		if err = unix.Unshare(unix.CLONE_FS); err != nil {
 			return
 		}
-		if err := unix.Chdir(dir); err != nil {
-			errc <- &os.PathError{Op: "chdir", Path: dir, Err: err}
+		if err = unix.Chdir(dir); err != nil {
+			err = &os.PathError{Op: "chdir", Path: dir, Err: err}
 			return
 		}
-		errc <- unix.Mount(source, target, fstype, flags, data)
-	}()
-	return <-errc
+		err = unix.Mount(source, target, fstype, flags, data)
+	})
+	return err
 }
