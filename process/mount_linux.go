@@ -164,20 +164,27 @@ func (mr mounter) mountOne(ctx context.Context, m Mount, target, name, scratch s
 		defer func() { _ = dev.Close() }()
 		source = dev.Name()
 	}
-	// A read-only bind mount needs a second, remounting call (mount(2)).
 	if err := mountIn(chdir, source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
 		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, name, m.Type, strings.Join(m.Options, ","), err)
 	}
+	return afterMount(m, target, name, flags, userns)
+}
+
+// afterMount finishes the mount just made at target: the read-only remount
+// of a bind mount (mount(2) ignores MS_RDONLY with MS_BIND) and, for an
+// idmapped mount that is not an overlay, an idmapped clone stacked on top.
+func afterMount(m Mount, target, name string, flags uintptr, userns *os.File) error {
 	remountRO := flags&unix.MS_BIND != 0 && flags&unix.MS_RDONLY != 0
 	idmapped := userns != nil && m.Type != "overlay"
 	if !remountRO && !idmapped {
 		return nil
 	}
-	// What follows acts on the new mount, by path: a /proc/self/fd link
-	// still names the directory under it, so it is read back as the path
-	// it stands for, which now leads to the new mount.
+	// Both act on the new mount, by path: a /proc/self/fd link still names
+	// the directory under it, so it is read back as the path it stands
+	// for, which now leads to the new mount.
 	top := target
 	if strings.HasPrefix(target, "/proc/self/fd/") {
+		var err error
 		if top, err = os.Readlink(target); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, name, err)
 		}
