@@ -146,9 +146,29 @@ type shim struct {
 
 func (f *fakeContainerd) startShim(t *testing.T, id, bundle string) *shim {
 	t.Helper()
+	return f.startShimPath(t, id, bundle, "")
+}
+
+// startShimPath is startShim with binDir, if not "", first on the shim's
+// PATH (where it finds its runtime binary).
+func (f *fakeContainerd) startShimPath(t *testing.T, id, bundle, binDir string) *shim {
+	t.Helper()
+	return f.startShimWith(t, id, bundle, binDir, nil)
+}
+
+// startShimWith is startShimPath with stdin for the start action: what
+// containerd 1.6 writes there, the options Any in protobuf.
+func (f *fakeContainerd) startShimWith(t *testing.T, id, bundle, binDir string, stdin []byte) *shim {
+	t.Helper()
 	cmd := exec.Command(suite.shimPath, "-namespace", f.ns, "-id", id, "-address", f.grpcAddr, "-publish-binary", "/nonexistent", "start")
 	cmd.Dir = bundle
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+f.ttrpcAddr, "GOMAXPROCS=2")
+	if binDir != "" {
+		cmd.Env = append(cmd.Env, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("start: %v: %s", err, out)
@@ -230,8 +250,10 @@ func TestAPILifecycleEvents(t *testing.T) {
 	}
 	_, err = s.task.Kill(ctx, &taskapi.KillRequest{Id: id, Signal: 9})
 	wantCode(t, err, codes.NotFound, "already finished")
-	_, err = s.task.Stats(ctx, &taskapi.StatsRequest{Id: id})
-	wantCode(t, err, codes.FailedPrecondition, "exited")
+	// As containerd's runc shim: figures from the cgroup until Delete.
+	if sr, err := s.task.Stats(ctx, &taskapi.StatsRequest{Id: id}); err != nil || !strings.HasPrefix(sr.Stats.GetTypeUrl(), "io.containerd.cgroups.") {
+		t.Fatalf("stats of an exited task: %+v %v", sr, err)
+	}
 	_, err = s.task.Exec(ctx, &taskapi.ExecProcessRequest{Id: id, ExecId: "late", Spec: &gogotypes.Any{Value: []byte(`{"args":["true"]}`)}})
 	wantCode(t, err, codes.FailedPrecondition, "exited")
 	d, err := s.task.Delete(ctx, &taskapi.DeleteRequest{Id: id})

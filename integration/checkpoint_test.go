@@ -64,7 +64,9 @@ func TestCheckpointAndRestoreWithFakeCRIU(t *testing.T) {
 	}
 	argvLog := filepath.Join(dir, "argv")
 	t.Setenv("ARGV_LOG", argvLog) // inherited by the shim, then by the runtime
-	opts := optionsAny(t, &runcopts.Options{BinaryName: rt})
+	// criu_path reaches the runtime as --criu, on checkpoint and restore only.
+	const criu = "/opt/test/criu"
+	opts := optionsAny(t, &runcopts.Options{BinaryName: rt, CriuPath: criu})
 	ctx := ctxT(t)
 
 	// Checkpoint a running container: CRIU "fails", and containerd gets
@@ -85,6 +87,11 @@ func TestCheckpointAndRestoreWithFakeCRIU(t *testing.T) {
 	wantCode(t, err, codes.Unknown, "criu failed: type NOTIFY errno 0 path= "+filepath.Join(b, "criu-dump.log"))
 	argv, _ := os.ReadFile(argvLog)
 	want := "checkpoint --image-path " + images
+	for _, line := range strings.Split(strings.TrimSpace(string(argv)), "\n") {
+		if strings.Contains(line, "--criu "+criu) != strings.Contains(line, " checkpoint ") {
+			t.Errorf("runtime call %q: want --criu %s exactly on checkpoint and restore", line, criu)
+		}
+	}
 	if !strings.Contains(string(argv), want) || !strings.Contains(string(argv), "--tcp-established") ||
 		!strings.Contains(string(argv), "--file-locks") || strings.Contains(string(argv), "--leave-running") {
 		t.Fatalf("checkpoint argv:\n%s\nwant %q with --tcp-established --file-locks and no --leave-running", argv, want)
@@ -126,7 +133,7 @@ func TestCheckpointAndRestoreWithFakeCRIU(t *testing.T) {
 		t.Fatalf("restored container: start pid %d, wait %+v %v", sr.Pid, w, err)
 	}
 	argv, _ = os.ReadFile(argvLog)
-	if !strings.Contains(string(argv), "restore --image-path "+images) || !strings.Contains(string(argv), "-no-subreaper") {
+	if !strings.Contains(string(argv), "--criu "+criu+" restore --image-path "+images) || !strings.Contains(string(argv), "-no-subreaper") {
 		t.Fatalf("restore argv:\n%s", argv)
 	}
 	if _, err := rs.task.Delete(ctx, &taskapi.DeleteRequest{Id: rid}); err != nil {

@@ -76,7 +76,8 @@ func (d *daemon) ctrArgs(args []string) []string {
 // ctr's --rootfs is a boolean flag: the rootfs path is the first positional
 // argument, where an image reference would be, so it must come last.
 func (d *daemon) runArgs(flags []string, id string, argv ...string) []string {
-	args := append([]string{"run"}, flags...)
+	args := append([]string{"run"}, d.flavor.runFlags...)
+	args = append(args, flags...)
 	args = append(args, "--runtime", d.flavor.runtime, "--fifo-dir", d.fifoDir, "--rootfs", suite.rootfs, id)
 	return append(args, argv...)
 }

@@ -64,6 +64,9 @@ type flavor struct {
 	// private shim socket dir ("" unless privateSocketDir).
 	config           func(socketDir string) string
 	privateSocketDir bool // configure a socket dir under the daemon's dir
+	// runFlags go on every `ctr run` of d.run and d.runArgs, e.g.
+	// --runtime-config-path to select crun.
+	runFlags []string
 }
 
 // defaultFlavor is the suite's: the machine's containerd 1.6 with the

@@ -113,6 +113,9 @@ func setupSuite() error {
 	if err := locateShim(); err != nil {
 		return err
 	}
+	if err := freeUnifiedHierarchy(); err != nil {
+		return fmt.Errorf("freeing the cgroup2 mount of hugetlb for crun: %w", err)
+	}
 	if suite.tmp, err = os.MkdirTemp(shortTempBase(), "lst"); err != nil {
 		return err
 	}

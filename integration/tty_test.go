@@ -24,7 +24,10 @@ const ttyTimeout = 20 * time.Second
 // (ResizePty), and its exit code becomes ctr's.
 func TestTTYRun(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	scenarioTTYRun(t, sharedDaemon(t))
+}
+
+func scenarioTTYRun(t *testing.T, d *daemon) {
 	id := d.newID("tty")
 	removeOnCleanup(t, d, id)
 	term := startTermCtr(t, d, d.runArgs([]string{"-t", "--rm"}, id, "/bin/sh")...)
@@ -41,7 +44,10 @@ func TestTTYRun(t *testing.T) {
 // container: the exec gets a terminal of its own.
 func TestTTYExec(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	scenarioTTYExec(t, sharedDaemon(t))
+}
+
+func scenarioTTYExec(t *testing.T, d *daemon) {
 	id := d.newID("ttyexec")
 	removeOnCleanup(t, d, id)
 	if r := d.run(t, []string{"-d"}, id, "/bin/sleep", "1000"); r.code != 0 {

@@ -9,6 +9,10 @@ type Config struct {
 	Log           string `json:"log,omitempty"`    // JSON log file, e.g. <bundle>/log.json
 	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
 	Debug         bool   `json:"debug,omitempty"`
+	// Criu is the criu binary runc checkpoints and restores with
+	// (--criu; runc's default is "criu" on its PATH). containerd 1.6's
+	// runc shim passes its criu_path option the same way.
+	Criu string `json:"criu,omitempty"`
 }
 
 // CreateOpts are the options of Create.
@@ -36,14 +40,20 @@ func (c Config) binary() string {
 	return c.Binary
 }
 
-// globalArgs are the flags that precede every subcommand.
-func (c Config) globalArgs() []string {
+// globalArgs are the flags that precede subcommand sub.
+func (c Config) globalArgs(sub string) []string {
 	args := []string{"--root", c.Root}
 	if c.Debug {
 		args = append(args, "--debug")
 	}
 	if c.Log != "" {
 		args = append(args, "--log", c.Log, "--log-format", "json")
+	}
+	// Only where CRIU runs. containerd's runc shim passes --criu to every
+	// command; runc accepts it everywhere, but crun has no such flag, and a
+	// criu path would then break every crun command, not just checkpoints.
+	if c.Criu != "" && (sub == "checkpoint" || sub == "restore") {
+		args = append(args, "--criu", c.Criu)
 	}
 	if c.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")

@@ -20,9 +20,11 @@ func TestArgs(t *testing.T) {
 		got  []string
 		want string
 	}{
-		{"global minimal", Config{Root: "/r"}.globalArgs(), "--root /r"},
-		{"global all", Config{Root: "/r", Log: "/b/log.json", SystemdCgroup: true, Debug: true}.globalArgs(),
-			"--root /r --debug --log /b/log.json --log-format json --systemd-cgroup"},
+		{"global minimal", Config{Root: "/r"}.globalArgs("create"), "--root /r"},
+		{"global all", Config{Root: "/r", Log: "/b/log.json", SystemdCgroup: true, Debug: true, Criu: "/opt/criu"}.globalArgs("checkpoint"),
+			"--root /r --debug --log /b/log.json --log-format json --criu /opt/criu --systemd-cgroup"},
+		{"criu only for restore", Config{Root: "/r", Criu: "/opt/criu"}.globalArgs("restore"), "--root /r --criu /opt/criu"},
+		{"no criu for create", Config{Root: "/r", Criu: "/opt/criu"}.globalArgs("create"), "--root /r"},
 		{"create", createArgs("c1", CreateOpts{Bundle: "/b", PidFile: "/b/init.pid"}),
 			"create --bundle /b --pid-file /b/init.pid c1"},
 		{"create all", createArgs("c1", CreateOpts{Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s", NoPivot: true, NoNewKeyring: true}),

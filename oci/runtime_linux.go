@@ -106,7 +106,7 @@ func (r *Runtime) Ps(ctx context.Context, id string) ([]int, error) {
 // stderr are captured and returned. If ctx ends first the runtime is killed,
 // and its exit is still waited for, so nothing is left behind.
 func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []byte) ([]byte, error) {
-	cmd := exec.Command(r.cfg.binary(), append(r.cfg.globalArgs(), args...)...)
+	cmd := exec.Command(r.cfg.binary(), append(r.cfg.globalArgs(args[0]), args...)...)
 	// The runtime must not outlive the shim (it would hold the container
 	// half-created), and must not inherit systemd's notify socket.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

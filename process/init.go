@@ -74,7 +74,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 	}
 	rootfs := filepath.Join(cfg.Bundle, "rootfs")
 	if len(cfg.Rootfs) > 0 {
-		if err := mountRootfs(rootfs, cfg.Rootfs); err != nil {
+		if err := f.mountRootfs(ctx, rootfs, cfg.Rootfs); err != nil {
 			return nil, err
 		}
 		p.mounted = true

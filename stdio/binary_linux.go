@@ -15,6 +15,11 @@ package stdio
 //     a byte to fd 5 or closed it (containerd's logging.Run closes it), so the
 //     process never writes before the logger is set up.
 //
+// binary-v2:///path?k=v (containerd 2.2+, docs/runtime-v2.md "Logging") is
+// the same protocol with one change: the logger must write a byte to fd 5.
+// EOF on fd 5 without that byte means the logger failed, and Open fails,
+// where binary:// takes EOF as ready (loggers that only close fd 5 exist).
+//
 // Where leanshim differs, and why:
 //   - The wait for readiness is bounded (loggerReadyTimeout), and a logger that
 //     dies instead of getting ready is an error, not a ready logger. containerd
@@ -84,7 +89,13 @@ func defaultLoggerTimeouts() loggerTimeouts {
 	return loggerTimeouts{ready: loggerReadyTimeout, stopWait: loggerStopWait, kill: loggerKillTimeout}
 }
 
-func isBinaryURI(s string) bool { return strings.HasPrefix(s, "binary://") }
+func isBinaryURI(s string) bool {
+	return strings.HasPrefix(s, "binary://") || strings.HasPrefix(s, "binary-v2://")
+}
+
+// readyByteRequired reports whether the logger of uri must say it is ready
+// with a byte, not just by closing fd 5 (binary-v2).
+func readyByteRequired(uri string) bool { return strings.HasPrefix(uri, "binary-v2://") }
 
 // logger is a running binary:// logger process.
 type logger struct {
@@ -201,7 +212,7 @@ func startLogger(cfg Config, t loggerTimeouts) (_ *logger, out, errw *os.File, r
 	l := &logger{cmd: cmd, t: t, exited: make(chan struct{})}
 	go l.reap(wait) // ends when the logger is reaped; stop bounds that by SIGKILL
 	files.closeTheirs()
-	if err := awaitReady(files.ours[fdReady], t.ready, l.exiting); err != nil {
+	if err := awaitReady(files.ours[fdReady], t.ready, l.exiting, readyByteRequired(uri)); err != nil {
 		l.kill()
 		<-l.exited // SIGKILLed: the reaper reports it promptly
 		return nil, nil, nil, fmt.Errorf("log uri %q: %w", uri, err)
@@ -228,8 +239,8 @@ func loggerCmd(uri, id, ns string) (*exec.Cmd, error) {
 	}
 	// A host (binary://usr/bin/x) is refused: containerd would silently run
 	// /bin/x.
-	if u.Scheme != "binary" || u.Host != "" || !filepath.IsAbs(u.Path) {
-		return nil, fmt.Errorf("log uri %q: want binary:///absolute/path[?key=value...]: %w", uri, ErrInvalidURI)
+	if u.Scheme != "binary" && u.Scheme != "binary-v2" || u.Host != "" || !filepath.IsAbs(u.Path) {
+		return nil, fmt.Errorf("log uri %q: want binary:///absolute/path[?key=value...] or binary-v2:///...: %w", uri, ErrInvalidURI)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -247,11 +258,15 @@ func loggerCmd(uri, id, ns string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-var errLoggerGone = errors.New("logger exited before it was ready")
+var (
+	errLoggerGone    = errors.New("logger exited before it was ready")
+	errLoggerNoReady = errors.New("logger closed its ready pipe (fd 5) without writing a byte, which binary-v2 requires")
+)
 
 // awaitReady waits up to timeout for a byte or EOF on ready. A logger that
 // closes fd 5 and one that dies both give EOF; exiting tells them apart.
-func awaitReady(ready *os.File, timeout time.Duration, exiting func() bool) error {
+// With needByte (binary-v2) EOF is never ready.
+func awaitReady(ready *os.File, timeout time.Duration, exiting func() bool, needByte bool) error {
 	if err := ready.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return fmt.Errorf("ready pipe: %w", err)
 	}
@@ -264,6 +279,8 @@ func awaitReady(ready *os.File, timeout time.Duration, exiting func() bool) erro
 		return fmt.Errorf("logger not ready after %s", timeout)
 	case err != io.EOF:
 		return fmt.Errorf("read ready pipe: %w", err)
+	case needByte:
+		return errLoggerNoReady
 	case exiting():
 		return errLoggerGone
 	}

@@ -138,6 +138,43 @@ func TestBinaryLoggerGetsOutput(t *testing.T) {
 	}
 }
 
+// TestBinaryV2Logger: binary-v2:// is binary:// whose logger must write a
+// byte to fd 5; one that only closes fd 5 is refused, as containerd 2.2+'s
+// shim refuses it, and is stopped and reaped.
+func TestBinaryV2Logger(t *testing.T) {
+	dir := t.TempDir()
+	uri := strings.Replace(copyLoggerURI(t, dir, ""), "binary://", "binary-v2://", 1)
+	p, err := Open(Config{Stdout: uri, Stderr: uri, Start: execStarter, ID: "c1", Namespace: "ns1"})
+	if err != nil {
+		t.Fatalf("binary-v2 logger that writes its ready byte: %v", err)
+	}
+	c := p.Child()
+	if _, err := c.Stdout.Write([]byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	p.CloseChild()
+	waitExited(t, p.logger, 10*time.Second)
+	if got, _ := os.ReadFile(filepath.Join(dir, "out")); string(got) != "v2" {
+		t.Errorf("logger's stdout: want %q; got %q", "v2", got)
+	}
+	_ = p.Close()
+
+	before := openFds(t)
+	closer := strings.Replace(copyLoggerURI(t, t.TempDir(), "&close"), "binary://", "binary-v2://", 1)
+	var started *exec.Cmd
+	start := func(cmd *exec.Cmd) (func(), error) { started = cmd; return execStarter(cmd) }
+	_, _, _, err = startLogger(Config{Stdout: closer, Stderr: closer, Start: start}, defaultLoggerTimeouts())
+	if !errors.Is(err, errLoggerNoReady) || !strings.Contains(err.Error(), closer) {
+		t.Fatalf("binary-v2 logger that only closes fd 5: want %v naming %s; got %v", errLoggerNoReady, closer, err)
+	}
+	if started.ProcessState == nil {
+		t.Error("startLogger returned before the refused logger was reaped")
+	}
+	if after := openFds(t); after != before {
+		t.Errorf("open fds: %d before, %d after", before, after)
+	}
+}
+
 // TestBinaryLoggerStdoutOnly: a stream the config does not name goes to
 // /dev/null and the logger reads EOF on its fd at once.
 func TestBinaryLoggerStdoutOnly(t *testing.T) {
@@ -177,6 +214,9 @@ func TestLoggerCmd(t *testing.T) {
 		{uri: "binary:lg", wantErr: true},
 		{uri: "binary:///lg?%zz", wantErr: true},
 		{uri: "file:///lg", wantErr: true},
+		{uri: "binary-v2:///usr/bin/lg?b=2&a=1", wantPath: "/usr/bin/lg", wantArgs: []string{"a", "1", "b", "2"}},
+		{uri: "binary-v2://usr/bin/lg", wantErr: true},
+		{uri: "binary-v3:///lg", wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.uri, func(t *testing.T) {

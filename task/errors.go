@@ -22,9 +22,16 @@ var (
 )
 
 // toStatus converts an error to the ttrpc status containerd expects: it maps
-// NotFound, AlreadyExists, FailedPrecondition, InvalidArgument, Unimplemented
-// and the context errors to their gRPC codes and everything else to Unknown.
+// NotFound, AlreadyExists, FailedPrecondition, InvalidArgument and the
+// context errors to their gRPC codes and everything else to Unknown.
 // containerd turns the codes back into its errdefs classes.
+//
+// No handler answers Unimplemented: containerd 2.x reads Unimplemented from
+// Create as "this shim speaks an older task API", downgrades its client and
+// retries, and the user then sees a misleading error (core/runtime/v2
+// task_manager.go). Only ttrpc answers it, for methods the shim does not
+// serve. Input the shim does not support (errors.ErrUnsupported, e.g. an
+// unknown stdio URI scheme) is InvalidArgument.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -62,10 +69,9 @@ func code(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, errPrecondition), errors.Is(err, process.ErrInvalidState):
 		return codes.FailedPrecondition
-	case errors.Is(err, errInvalid), errors.Is(err, process.ErrInvalidArgument):
+	case errors.Is(err, errInvalid), errors.Is(err, process.ErrInvalidArgument),
+		errors.Is(err, errors.ErrUnsupported):
 		return codes.InvalidArgument
-	case errors.Is(err, errors.ErrUnsupported):
-		return codes.Unimplemented
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -96,6 +102,3 @@ func validID(kind, id string) error {
 	}
 	return nil
 }
-
-// errUnsupported marks what this shim does not do (yet): Unimplemented.
-var errUnsupported = errors.ErrUnsupported

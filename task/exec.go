@@ -2,7 +2,6 @@ package task
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	gogotypes "github.com/gogo/protobuf/types"
@@ -25,8 +24,12 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	if err := noNUL("path", r.Stdin, r.Stdout, r.Stderr); err != nil {
 		return nil, toStatus(err)
 	}
-	if r.Spec == nil || !json.Valid(r.Spec.Value) {
-		return nil, toStatus(fmt.Errorf("exec %q: spec is not a JSON OCI process: %w", r.ExecId, errInvalid))
+	if r.Spec == nil {
+		return nil, toStatus(fmt.Errorf("exec %q: no spec: %w", r.ExecId, errInvalid))
+	}
+	spec, err := execSpec(r.Spec.Value, r.Terminal)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("exec %q: %w", r.ExecId, err))
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -38,7 +41,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	}
 	x := &execEntry{req: r}
 	x.p = c.init.NewExec(process.ExecConfig{
-		ID: r.ExecId, Spec: r.Spec.Value,
+		ID: r.ExecId, Spec: spec,
 		IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
 			UID: c.uid, GID: c.gid, Namespace: c.ns, Log: c.log, ExecID: r.ExecId},
 		OnExit: func(e process.Exit) { c.onExecExit(x, e) },

@@ -239,14 +239,14 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskReque
 }
 
 // Stats reads the container's cgroup: io.containerd.cgroups.v1.Metrics or
-// .v2.Metrics, as containerd's own shim answers.
+// .v2.Metrics, as containerd's own shim answers. It answers after the init
+// has exited too, as that shim does: the cgroup lives until the runtime's
+// delete, and a metrics scrape between exit and delete wants figures, not an
+// error each time. Once the cgroup is gone it is NotFound.
 func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
 	c, err := s.get(r.Id)
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	if st, _, _ := c.init.Status(); st == process.Stopped || st == process.Deleted {
-		return nil, toStatus(fmt.Errorf("container %q has exited: no stats: %w", r.Id, errPrecondition))
 	}
 	if c.cg == nil {
 		return nil, toStatus(fmt.Errorf("container %q: no cgroup: %w", r.Id, errNotFound))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/runcopts"
+	"github.com/leanshim/leanshim/proto/runctypes"
 	"github.com/leanshim/leanshim/proto/runtimeoptions"
 )
 
@@ -24,8 +25,11 @@ const defaultRuntimeRoot = "/run/containerd/runc"
 
 // decodeOptions reads the runtime options containerd sends with Create (or
 // on the start action's stdin): containerd.runc.v1.Options from Go clients,
-// or runtimeoptions.v1.Options (CRI and ctr --runtime-config-path for
-// runtime types other than runc's). No options means the defaults.
+// runtimeoptions.v1.Options (CRI and ctr --runtime-config-path for runtime
+// types other than runc's), or, from containerd 1.6's client for runtime
+// types other than runc's, containerd.linux.runc.CreateOptions (task
+// options) or RuncOptions (container runtime options). No options means the
+// defaults.
 func decodeOptions(a *gogotypes.Any) (*runcopts.Options, error) {
 	if a == nil || (a.TypeUrl == "" && len(a.Value) == 0) {
 		return &runcopts.Options{}, nil
@@ -43,8 +47,37 @@ func decodeOptions(a *gogotypes.Any) (*runcopts.Options, error) {
 			return nil, fmt.Errorf("runtime options %s: %w: %w", a.TypeUrl, err, errInvalid)
 		}
 		return fromRuntimeOptions(&o)
+	case proto.MessageName(&runctypes.CreateOptions{}):
+		var c runctypes.CreateOptions
+		if err := proto.Unmarshal(a.Value, &c); err != nil {
+			return nil, fmt.Errorf("runtime options %s: %w: %w", a.TypeUrl, err, errInvalid)
+		}
+		return fromCreateOptions(&c), nil
+	case proto.MessageName(&runctypes.RuncOptions{}):
+		var c runctypes.RuncOptions
+		if err := proto.Unmarshal(a.Value, &c); err != nil {
+			return nil, fmt.Errorf("runtime options %s: %w: %w", a.TypeUrl, err, errInvalid)
+		}
+		return &runcopts.Options{
+			BinaryName: c.Runtime, Root: c.RuntimeRoot, CriuPath: c.CriuPath, SystemdCgroup: c.SystemdCgroup,
+		}, nil
 	}
 	return nil, fmt.Errorf("unknown runtime options type %q: %w", a.TypeUrl, errInvalid)
+}
+
+// fromCreateOptions reads containerd.linux.runc.CreateOptions, the task
+// options containerd 1.6's client sends to a runtime whose name does not
+// start with io.containerd.runc (WithNoPivotRoot, WithNoNewKeyring,
+// WithShimCgroup, WithUIDOwner/WithGIDOwner; `ctr run --no-pivot`). 1.6
+// sends them to Create and, being the task's options, to the start action's
+// stdin too, where shim_cgroup is applied. The checkpoint fields (open_tcp,
+// terminal, ...) mean nothing at create and are not read, as containerd's
+// v1 shim does not read them either.
+func fromCreateOptions(c *runctypes.CreateOptions) *runcopts.Options {
+	return &runcopts.Options{
+		NoPivotRoot: c.NoPivotRoot, NoNewKeyring: c.NoNewKeyring, ShimCgroup: c.ShimCgroup,
+		IoUid: c.IoUid, IoGid: c.IoGid, CriuWorkPath: c.CriuWorkPath, CriuImagePath: c.CriuImagePath,
+	}
 }
 
 // runcTOML is the runc options table as containerd's CRI config spells it
@@ -133,5 +166,6 @@ func (s *Service) runtimeConfig(bundle string, o *runcopts.Options) process.Runt
 		Root:          filepath.Join(root, s.cfg.Namespace),
 		Log:           filepath.Join(bundle, "log.json"),
 		SystemdCgroup: o.SystemdCgroup,
+		Criu:          o.CriuPath,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	gogotypes "github.com/gogo/protobuf/types"
 
 	"github.com/leanshim/leanshim/proto/runcopts"
+	"github.com/leanshim/leanshim/proto/runctypes"
 	"github.com/leanshim/leanshim/proto/runtimeoptions"
 )
 
@@ -53,6 +54,14 @@ func TestDecodeOptions(t *testing.T) {
 		{"invalid toml", anyOf(t, &runtimeoptions.Options{ConfigPath: bad}), nil, errInvalid},
 		{"config_path is a device", anyOf(t, &runtimeoptions.Options{ConfigPath: "/dev/zero"}), nil, errInvalid},
 		{"config_path is a directory", anyOf(t, &runtimeoptions.Options{ConfigPath: t.TempDir()}), nil, errInvalid},
+		{"containerd 1.6 CreateOptions (ctr run --no-pivot, WithShimCgroup, WithUIDOwner)",
+			anyOf(t, &runctypes.CreateOptions{NoPivotRoot: true, NoNewKeyring: true, ShimCgroup: "/shim", IoUid: 1000, IoGid: 1001,
+				CriuWorkPath: "/w", CriuImagePath: "/i", OpenTcp: true, Terminal: true}),
+			&runcopts.Options{NoPivotRoot: true, NoNewKeyring: true, ShimCgroup: "/shim", IoUid: 1000, IoGid: 1001,
+				CriuWorkPath: "/w", CriuImagePath: "/i"}, nil},
+		{"containerd 1.6 RuncOptions", anyOf(t, &runctypes.RuncOptions{Runtime: "crun", RuntimeRoot: "/rr", CriuPath: "/c", SystemdCgroup: true}),
+			&runcopts.Options{BinaryName: "crun", Root: "/rr", CriuPath: "/c", SystemdCgroup: true}, nil},
+		{"garbage CreateOptions", &gogotypes.Any{TypeUrl: "containerd.linux.runc.CreateOptions", Value: []byte{0xff, 0xff}}, nil, errInvalid},
 		{"unknown type", &gogotypes.Any{TypeUrl: "example.com/X", Value: []byte{1}}, nil, errInvalid},
 		{"garbage runc options", &gogotypes.Any{TypeUrl: runc.TypeUrl, Value: []byte{0xff, 0xff}}, nil, errInvalid},
 	}

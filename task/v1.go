@@ -31,6 +31,11 @@ type V1Config struct {
 	RuntimeRoot string
 	// SystemdCgroup is -systemd-cgroup.
 	SystemdCgroup bool
+	// CriuPath is -criu-path (or -criu): the criu binary runc runs.
+	CriuPath string
+	// Workdir is -workdir, the task's work dir under containerd's root:
+	// CRIU's work path for checkpoints that name none.
+	Workdir string
 	// Flush blocks until every event published so far has reached
 	// containerd (Publisher.Flush).
 	Flush func(ctx context.Context) error
@@ -131,7 +136,7 @@ func (v *V1) Create(ctx context.Context, r *shimv1.CreateTaskRequest) (_ *shimv1
 // and the task options Any (containerd.linux.runc.CreateOptions; a
 // RuncOptions is accepted too and overrides binary, root and cgroup driver).
 func (v *V1) options(runtime string, a *gogotypes.Any) (*gogotypes.Any, error) {
-	o := &runcopts.Options{BinaryName: runtime, Root: v.cfg.RuntimeRoot, SystemdCgroup: v.cfg.SystemdCgroup}
+	o := &runcopts.Options{BinaryName: runtime, Root: v.cfg.RuntimeRoot, SystemdCgroup: v.cfg.SystemdCgroup, CriuPath: v.cfg.CriuPath}
 	if a != nil && (a.TypeUrl != "" || len(a.Value) > 0) {
 		switch strings.TrimPrefix(a.TypeUrl, "type.googleapis.com/") {
 		case proto.MessageName(&runctypes.CreateOptions{}):
@@ -149,6 +154,7 @@ func (v *V1) options(runtime string, a *gogotypes.Any) (*gogotypes.Any, error) {
 			}
 			o.BinaryName = cmp.Or(c.Runtime, o.BinaryName)
 			o.Root = cmp.Or(c.RuntimeRoot, o.Root)
+			o.CriuPath = cmp.Or(c.CriuPath, o.CriuPath)
 			o.SystemdCgroup = o.SystemdCgroup || c.SystemdCgroup
 		default:
 			return nil, fmt.Errorf("unknown task options type %q: %w", a.TypeUrl, errInvalid)
@@ -269,13 +275,17 @@ func (v *V1) Resume(ctx context.Context, _ *gogotypes.Empty) (*gogotypes.Empty, 
 	return v.core.Resume(ctx, &taskapi.ResumeRequest{Id: cid})
 }
 
-// Checkpoint checkpoints the container (as far as the core supports it).
+// Checkpoint checkpoints the container; see checkpointOptions.
 func (v *V1) Checkpoint(ctx context.Context, r *shimv1.CheckpointTaskRequest) (*gogotypes.Empty, error) {
 	cid, err := v.container()
 	if err != nil {
 		return nil, err
 	}
-	return v.core.Checkpoint(ctx, &taskapi.CheckpointTaskRequest{Id: cid, Path: r.Path, Options: r.Options})
+	opts, err := v.checkpointOptions(r.Options)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return v.core.Checkpoint(ctx, &taskapi.CheckpointTaskRequest{Id: cid, Path: r.Path, Options: opts})
 }
 
 // Kill signals the init (the container id, or no id) or an exec.

@@ -259,6 +259,8 @@ func TestV1Options(t *testing.T) {
 			`no_pivot_root:true no_new_keyring:true io_uid:1000 io_gid:1001 binary_name:"runc" root:"/run/r" systemd_cgroup:true `},
 		{"runc options override", anyOf(&runctypes.RuncOptions{Runtime: "crun", RuntimeRoot: "/run/crun"}),
 			`binary_name:"crun" root:"/run/crun" systemd_cgroup:true `},
+		{"runc options criu path", anyOf(&runctypes.RuncOptions{CriuPath: "/opt/criu"}),
+			`binary_name:"runc" root:"/run/r" criu_path:"/opt/criu" systemd_cgroup:true `},
 		{"foreign type", &gogotypes.Any{TypeUrl: "containerd.runc.v1.Options"}, "unknown task options type"},
 	}
 	v := NewV1(&fakeCore{}, V1Config{RuntimeRoot: "/run/r", SystemdCgroup: true})

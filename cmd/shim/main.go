@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/leanshim/leanshim/process"
 )
 
 // config is the parsed command line. Every flag containerd 1.6 and 2.x may
@@ -45,7 +47,14 @@ type config struct {
 	action string
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+func main() {
+	// A copy of the shim that only holds a user namespace for an idmapped
+	// rootfs mount (process.Factory, openUserns).
+	if os.Args[0] == process.UsernsHolderArg0 {
+		os.Exit(process.HoldUserns())
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)

@@ -43,6 +43,8 @@ func v1Face(cfg config) face {
 			v1 := task.NewV1(core, task.V1Config{
 				RuntimeRoot:   cfg.runtimeRoot,
 				SystemdCgroup: cfg.systemdCgroup,
+				CriuPath:      cfg.criu,
+				Workdir:       cfg.workdir,
 				Flush:         pub.Flush,
 				Log:           log,
 			})
