@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,11 +31,11 @@ type Exec struct {
 	id     string
 	init   *Init
 	cfg    ExecConfig
-	io     *stdio.Pipes // set by Start
+	io     *stdio.Pipes // set once Start has succeeded
 	onExit func(Exit)
 
 	mu    sync.Mutex // guards state, pid, exit, io
-	state State
+	state State      // changed only through move (state.go)
 	pid   int
 	exit  Exit
 
@@ -59,80 +60,101 @@ func (e *Exec) Status() (State, int, Exit) {
 	return e.state, e.pid, e.exit
 }
 
-// Start runs the exec through the runtime and returns its pid.
+// Start runs the exec through the runtime and returns its pid. It claims
+// Starting first, so a second Start or a Delete meanwhile is refused, and
+// opens the streams without the lock (a binary:// logger may take seconds).
+// If Start fails nothing runs: the exec is Stopped with status 255 and Wait
+// returns at once.
 func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	e.mu.Lock()
-	if e.state != Created || e.io != nil {
-		s := e.state
+	if err := move(&e.state, Starting); err != nil {
 		e.mu.Unlock()
-		return 0, fmt.Errorf("cannot start a %s exec: %w", s, ErrInvalidState)
+		return 0, fmt.Errorf("cannot start exec %s: %w", e.id, err)
 	}
+	e.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			e.startFailed()
+		}
+	}()
 	iocfg := e.cfg.IO
 	iocfg.Start, iocfg.ID = e.init.factory.starter(), e.init.id
 	io, err := stdio.Open(iocfg)
 	if err != nil {
-		e.mu.Unlock()
 		return 0, stdioError(err)
 	}
-	e.io = io // while Start runs, a second Start and Delete are refused
-	e.mu.Unlock()
 	defer func() {
 		if retErr != nil {
-			// Nothing runs: the exec is Created again, and Delete (as
-			// containerd calls after a failed start) forgets it.
-			e.mu.Lock()
-			e.io = nil
-			e.mu.Unlock()
 			_ = io.Close()
 		}
 	}()
+	pid, tr, err := e.run(ctx, io)
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	e.mu.Lock()
+	e.pid, e.io = pid, io
+	_ = move(&e.state, Running) // Starting is ours: nothing else moves it
+	e.mu.Unlock()
+	go e.watch(tr.Claim(pid)) // ends when the exec is reaped
+	return pid, nil
+}
 
+// run runs the runtime's exec with io and returns the pid and the tracker
+// that will report its exit; the caller closes the tracker.
+func (e *Exec) run(ctx context.Context, io *stdio.Pipes) (_ int, _ *reaper.Tracker, retErr error) {
 	bundle := e.init.bundle
 	spec := filepath.Join(bundle, "."+e.id+".process.json")
 	if err := os.WriteFile(spec, e.cfg.Spec, 0o600); err != nil {
 		io.CloseChild()
-		return 0, fmt.Errorf("write exec spec: %w", err)
+		return 0, nil, fmt.Errorf("write exec spec: %w", err)
 	}
 	defer os.Remove(spec)
 
 	tr := e.init.factory.reaper.Track()
-	defer tr.Close()
+	defer func() {
+		if retErr != nil {
+			tr.Close()
+		}
+	}()
 	pidFile := filepath.Join(bundle, e.id+".pid")
 	defer os.Remove(pidFile) // read once; the bundle keeps no per-exec files
-	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
+	err := e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
 		ProcessFile: spec, PidFile: pidFile,
 		ConsoleSocket: io.ConsoleSocket(),
 		Stdio:         ociStdio(io.Child()),
 	})
 	io.CloseChild()
 	if err != nil {
-		return 0, runtimeError("exec", err)
+		return 0, nil, runtimeError("exec", err)
 	}
 	if err := receiveConsole(ctx, io); err != nil {
 		killUnclaimed(ctx, tr, pidFile)
-		return 0, err
+		return 0, nil, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	return pid, tr, nil
+}
+
+// startFailed ends an exec whose Start failed: nothing runs, so it is
+// Stopped, with containerd's "unknown" exit status, and its Wait returns.
+func (e *Exec) startFailed() {
 	e.mu.Lock()
-	e.pid = pid
-	if e.state == Created {
-		e.state = Running
-	}
+	e.exit = Exit{Status: 255, At: time.Now()}
+	_ = move(&e.state, Stopped) // Starting is ours: nothing else moves it
 	e.mu.Unlock()
-	go e.watch(tr.Claim(pid)) // ends when the exec is reaped
-	return pid, nil
+	close(e.done)
 }
 
 func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	x := <-exitc
 	e.mu.Lock()
 	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
-	if e.state != Deleted {
-		e.state = Stopped
-	}
+	_ = move(&e.state, Stopped) // Running: Delete refuses a running exec
 	io := e.io
 	e.mu.Unlock()
 	io.ProcessExited() // a terminal's output ends once the pty is drained
@@ -152,9 +174,9 @@ func (e *Exec) Kill(sig int) error {
 	// Holding mu: the watcher cannot mark the exec stopped meanwhile, and an
 	// unreaped pid cannot be reused, so the signal reaches this process.
 	switch e.state {
-	case Created:
+	case Created, Starting:
 		return fmt.Errorf("exec %s not started: %w", e.id, ErrInvalidState)
-	case Stopped, Deleted:
+	case Stopped, Deleting, Deleted:
 		return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
 	}
 	if err := unix.Kill(e.pid, unix.Signal(sig)); err != nil {
@@ -181,17 +203,16 @@ func (e *Exec) Wait(ctx context.Context) (Exit, error) {
 	}
 }
 
-// Delete forgets a Created or Stopped exec after its output has drained.
+// Delete forgets a Created or Stopped exec after its output has drained. It
+// claims Deleting first: a second Delete meanwhile is refused.
 func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 	e.mu.Lock()
-	s, io := e.state, e.io
-	// A Created exec whose Start is running (io set) is not deletable yet.
-	if s != Stopped && (s != Created || io != nil) {
+	s := e.state
+	if err := move(&e.state, Deleting); err != nil {
 		e.mu.Unlock()
 		return Exit{}, fmt.Errorf("cannot delete a %s exec: %w", s, ErrInvalidState)
 	}
-	e.state = Deleted
-	x := e.exit
+	io, x := e.io, e.exit
 	e.mu.Unlock()
 	if io != nil {
 		drainCtx, cancel := context.WithTimeout(ctx, ioDrainTimeout)
@@ -199,6 +220,9 @@ func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 		cancel()
 		_ = io.Close()
 	}
+	e.mu.Lock()
+	_ = move(&e.state, Deleted)
+	e.mu.Unlock()
 	return x, nil
 }
 

@@ -245,7 +245,7 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if st, _, _ := c.init.Status(); st == process.Stopped || st == process.Deleted {
+	if st, _, _ := c.init.Status(); st == process.Stopped || st == process.Deleting || st == process.Deleted {
 		return nil, toStatus(fmt.Errorf("container %q has exited: no stats: %w", r.Id, errPrecondition))
 	}
 	if c.cg == nil {

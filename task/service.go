@@ -108,7 +108,7 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	}
 	resp.Pid = uint32(pid)
 	resp.Status = wireStatus(st)
-	if st == process.Stopped || st == process.Deleted {
+	if st == process.Stopped || st == process.Deleting || st == process.Deleted {
 		resp.ExitStatus = uint32(e.Status)
 		resp.ExitedAt = timestamp(e.At)
 	}
@@ -234,13 +234,13 @@ var empty = &gogotypes.Empty{}
 
 func wireStatus(s process.State) tasktypes.Status {
 	switch s {
-	case process.Created:
+	case process.Created, process.Starting:
 		return tasktypes.Status_CREATED
 	case process.Running:
 		return tasktypes.Status_RUNNING
 	case process.Paused:
 		return tasktypes.Status_PAUSED
-	case process.Stopped, process.Deleted:
+	case process.Stopped, process.Deleting, process.Deleted:
 		return tasktypes.Status_STOPPED
 	}
 	return tasktypes.Status_UNKNOWN

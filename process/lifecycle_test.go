@@ -1,0 +1,156 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leanshim/leanshim/stdio"
+)
+
+// gateRuntime is a Runtime whose Kill and Delete block until the test
+// releases them. It records whether a Delete ever ran while a Kill was in
+// flight (the race that fails runc delete on cgroup v1).
+type gateRuntime struct {
+	silentRuntime
+	release chan struct{} // closed by the test: blocked calls return
+	entered chan string   // "kill" or "delete" as each call starts
+
+	mu      sync.Mutex // guards the fields below
+	killing int
+	deletes int
+	overlap bool
+}
+
+func newGateRuntime() *gateRuntime {
+	return &gateRuntime{release: make(chan struct{}), entered: make(chan string, 16)}
+}
+
+func (r *gateRuntime) Kill(context.Context, string, int, bool) error {
+	r.mu.Lock()
+	r.killing++
+	r.mu.Unlock()
+	r.entered <- "kill"
+	<-r.release
+	r.mu.Lock()
+	r.killing--
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *gateRuntime) Delete(context.Context, string, bool) error {
+	r.mu.Lock()
+	r.deletes++
+	r.overlap = r.overlap || r.killing > 0
+	r.mu.Unlock()
+	r.entered <- "delete"
+	<-r.release
+	return nil
+}
+
+// stoppedInit returns an Init whose process has exited, on rt, with no
+// streams.
+func stoppedInit(t *testing.T, rt Runtime) *Init {
+	t.Helper()
+	io, err := stdio.Open(stdio.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Init{id: "c", bundle: t.TempDir(), rt: rt, io: io, done: make(chan struct{}),
+		state: Stopped, pid: 42, exited: true, exit: Exit{Pid: 42, Status: 3, At: time.Now()}}
+	close(p.done)
+	return p
+}
+
+func waitState(t *testing.T, st func() State, want State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for st() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s, want %s", st(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestConcurrentDelete: while one Delete runs the runtime's delete, a second
+// Delete and a Kill are refused at once; the runtime's delete runs once.
+func TestConcurrentDelete(t *testing.T) {
+	rt := newGateRuntime()
+	p := stoppedInit(t, rt)
+	first := make(chan error, 1)
+	go func() { _, err := p.Delete(t.Context()); first <- err }() // joined below
+	if got := <-rt.entered; got != "delete" {
+		t.Fatalf("runtime call %q, want delete", got)
+	}
+	if _, err := p.Delete(t.Context()); !errors.Is(err, ErrInvalidState) {
+		t.Errorf("second Delete while the first runs: want ErrInvalidState; got %v", err)
+	}
+	if err := p.Kill(t.Context(), 9, true); !errors.Is(err, ErrFinished) {
+		t.Errorf("Kill while Delete runs: want ErrFinished; got %v", err)
+	}
+	close(rt.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first Delete: %v", err)
+	}
+	e, err := p.Delete(t.Context())
+	if !errors.Is(err, ErrInvalidState) {
+		t.Errorf("Delete after Delete: want ErrInvalidState; got %v (exit %+v)", err, e)
+	}
+	if st, _, _ := p.Status(); st != Deleted || rt.deletes != 1 {
+		t.Errorf("state %s after %d runtime deletes; want deleted after 1", st, rt.deletes)
+	}
+}
+
+// TestDeleteWaitsForKill: a Delete that starts while "kill --all" runs
+// claims the container at once but runs the runtime's delete only after the
+// kill has returned.
+func TestDeleteWaitsForKill(t *testing.T) {
+	rt := newGateRuntime()
+	p := stoppedInit(t, rt)
+	killed := make(chan error, 1)
+	go func() { killed <- p.Kill(t.Context(), 9, true) }() // joined below
+	if got := <-rt.entered; got != "kill" {
+		t.Fatalf("runtime call %q, want kill", got)
+	}
+	deleted := make(chan error, 1)
+	go func() { _, err := p.Delete(t.Context()); deleted <- err }() // joined below
+	waitState(t, func() State { st, _, _ := p.Status(); return st }, Deleting)
+	close(rt.release)
+	if err := <-killed; err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if rt.overlap {
+		t.Error("the runtime's delete ran while its kill was in flight")
+	}
+}
+
+// TestDeleteGivesUpWaitingForKill: a Delete whose context ends while a Kill
+// is in flight fails and leaves the container Stopped, deletable again.
+func TestDeleteGivesUpWaitingForKill(t *testing.T) {
+	rt := newGateRuntime()
+	p := stoppedInit(t, rt)
+	killed := make(chan error, 1)
+	go func() { killed <- p.Kill(t.Context(), 9, true) }() // joined below
+	<-rt.entered
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := p.Delete(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Delete: want the context's error; got %v", err)
+	}
+	if st, _, _ := p.Status(); st != Stopped {
+		t.Errorf("state after a failed Delete: %s, want stopped", st)
+	}
+	close(rt.release)
+	if err := <-killed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Delete(t.Context()); err != nil {
+		t.Fatalf("Delete after the kill: %v", err)
+	}
+}
