@@ -23,7 +23,7 @@ func newTestContainer(shared bool) (*container, *Publisher, *[]string) {
 	pub := NewPublisher("/nonexistent", "ns", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var bg []string
 	c := &container{
-		id: "c1", pub: pub, sharedPid: shared, execs: make(map[string]*execEntry),
+		id: "c1", pub: pub, sharedPid: shared, execs: make(map[string]*execEntry), initDone: make(chan struct{}),
 		onDone: func(func()) { bg = append(bg, "killAll") },
 	}
 	return c, pub, &bg
@@ -148,6 +148,19 @@ func TestEventOrdering(t *testing.T) {
 			c.onExecExit(x2, exitOf(137))
 			c.onExecExit(x1, exitOf(137))
 		}, []string{"start", "exec-started e1", "exec-started e2", "exit e2 137", "exit e1 137", "exit c1 7"}, []string{"killAll"}},
+		{"exit during create is held until TaskCreate", false, func(c *container) {
+			_, _ = c.createInit(func() (*process.Init, error) {
+				c.onInitExit(e7) // killed before Create returned
+				return nil, nil
+			}, func(*process.Init) { c.pub.Publish("/tasks/create", &events.TaskCreate{ContainerId: c.id}) })
+		}, []string{"/tasks/create", "exit c1 7"}, nil},
+		{"delete before the exit hook: TaskExit first, once", false, func(c *container) {
+			startInit(c, nil, true)
+			c.mu.Lock()
+			c.deletedLocked(e7) // the watcher has recorded the exit; its hook has not run yet
+			c.mu.Unlock()
+			c.onInitExit(e7)
+		}, []string{"start", "exit c1 7", "/tasks/delete"}, nil},
 		{"failed exec start releases the init exit", false, func(c *container) {
 			startInit(c, nil, true)
 			x := addExec(c, "e1")
@@ -171,6 +184,27 @@ func TestEventOrdering(t *testing.T) {
 				t.Fatalf("background %q, want %q", *bg, tc.wantBg)
 			}
 		})
+	}
+}
+
+// TestInitDoneWaitsForExecs: Wait and State see the init exited only once
+// its TaskExit is queued, after the execs' exits.
+func TestInitDoneWaitsForExecs(t *testing.T) {
+	c, _, _ := newTestContainer(false)
+	startInit(c, nil, true)
+	x := addExec(c, "e1")
+	startExecWith(c, x, nil, true)
+	c.onInitExit(exitOf(7))
+	select {
+	case <-c.initDone:
+		t.Fatal("init reported exited while an exec runs")
+	default:
+	}
+	c.onExecExit(x, exitOf(0))
+	select {
+	case <-c.initDone:
+	default:
+		t.Fatal("init not reported exited after the last exec's exit")
 	}
 }
 

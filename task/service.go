@@ -95,7 +95,7 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	var pid int
 	var e process.Exit
 	if r.ExecId == "" {
-		st, pid, e = c.init.Status()
+		st, pid, e = c.initStatus()
 		resp.Stdin, resp.Stdout, resp.Stderr, resp.Terminal = c.req.Stdin, c.req.Stdout, c.req.Stderr, c.req.Terminal
 	} else {
 		x, err := c.exec(r.ExecId)
@@ -166,7 +166,7 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 	}
 	var e process.Exit
 	if r.ExecId == "" {
-		e, err = c.init.Wait(ctx)
+		e, err = c.waitInit(ctx)
 	} else {
 		var x *execEntry
 		if x, err = c.exec(r.ExecId); err == nil {

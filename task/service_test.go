@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"github.com/gogo/protobuf/proto"
+	gogotypes "github.com/gogo/protobuf/types"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
+	"github.com/leanshim/leanshim/proto/tasktypes"
 	"github.com/leanshim/leanshim/reaper"
 )
 
@@ -71,7 +74,7 @@ type fakeService struct {
 	dir string
 }
 
-func newFakeService(t *testing.T) *fakeService {
+func newFakeService(t *testing.T, opts ...func(*Config)) *fakeService {
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{"bin", "state"} {
@@ -107,7 +110,11 @@ func newFakeService(t *testing.T) *fakeService {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }() // owned by the test: cleanup stops and joins it
 	rec := &recorder{}
-	svc := New(Config{Namespace: "test", Processes: process.NewFactory(r), Publisher: rec, Log: slog.New(slog.DiscardHandler)})
+	cfg := Config{Namespace: "test", Processes: process.NewFactory(r), Publisher: rec, Log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc := New(cfg)
 	t.Cleanup(func() {
 		_ = lf.Close() // every fake process ends
 		svc.WaitBackground()
@@ -181,3 +188,78 @@ func TestConcurrentDeletesPublishOneTaskDelete(t *testing.T) {
 	}
 }
 
+// TestInitExitHeldForExecs: while an exec outlives the init (here: the fake
+// runtime has no pid namespace to end it), State reports the init RUNNING
+// and Wait blocks; once the exec's exit is out, both see the init's exit.
+func TestInitExitHeldForExecs(t *testing.T) {
+	s := newFakeService(t)
+	s.create(t, "c")
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	spec := &gogotypes.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte(`{"args":["sh"],"cwd":"/"}`)}
+	if _, err := s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "c", ExecId: "x", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c", ExecId: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{Id: "c", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.get("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-c.init.Done() // the init's exit is recorded
+	st, err := s.State(t.Context(), &taskapi.StateRequest{Id: "c"})
+	if err != nil || st.Status != tasktypes.Status_RUNNING {
+		t.Errorf("State of the init while its exec runs: want RUNNING; got %v, %v", st, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c"}); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("Wait for the init while its exec runs: want DeadlineExceeded; got %v", err)
+	}
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{Id: "c", ExecId: "x", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer wcancel()
+	w, err := s.Wait(wctx, &taskapi.WaitRequest{Id: "c"})
+	if err != nil || w.ExitStatus != 137 {
+		t.Fatalf("Wait for the init: want 137; got %v, %v", w, err)
+	}
+	st, err = s.State(t.Context(), &taskapi.StateRequest{Id: "c"})
+	if err != nil || st.Status != tasktypes.Status_STOPPED || st.ExitStatus != 137 {
+		t.Errorf("State of the init: want STOPPED 137; got %v, %v", st, err)
+	}
+	want := []string{"/tasks/create c", "/tasks/start c", "/tasks/exec-added x", "/tasks/exec-started x", "/tasks/exit x", "/tasks/exit c"}
+	if got := s.rec.of("c", "x"); !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// oomAtAdd is an OOMWatcher that reports an OOM the moment a container is
+// added, as a container killed for memory during its create would be.
+type oomAtAdd struct{ report func(id string) }
+
+func (o *oomAtAdd) Add(id string, _ *cgroup.Cgroup) error { o.report(id); return nil }
+func (o *oomAtAdd) Remove(string)                         {}
+
+// TestOOMAfterCreate: a TaskOOM reported as soon as the watch starts comes
+// after TaskCreate, in the container's event order.
+func TestOOMAfterCreate(t *testing.T) {
+	hier, err := cgroup.Detect()
+	if err != nil {
+		t.Skipf("no cgroup hierarchy on this machine: %v", err)
+	}
+	oom := &oomAtAdd{}
+	s := newFakeService(t, func(c *Config) { c.Cgroups, c.OOM = hier, oom })
+	oom.report = s.ReportOOM
+	s.create(t, "c")
+	want := []string{"/tasks/create c", "/tasks/oom c"}
+	if got := s.rec.of("c"); !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}

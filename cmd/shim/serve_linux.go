@@ -16,7 +16,6 @@ import (
 
 	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
-	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/taskapiv3"
 	"github.com/leanshim/leanshim/reaper"
@@ -132,18 +131,17 @@ type daemon struct {
 }
 
 // watchOOM finds the cgroup hierarchy and starts the one OOM watcher of the
-// shim, whose reports become TaskOOM events. Without cgroups the shim runs
-// on, without stats and OOM events.
-func (d *daemon) watchOOM(ctx context.Context, evs task.Events) (*cgroup.Hierarchy, task.OOMWatcher) {
+// shim, whose reports go to report (the task service's ReportOOM, which
+// queues TaskOOM in the container's event order). Without cgroups the shim
+// runs on, without stats and OOM events.
+func (d *daemon) watchOOM(ctx context.Context, report func(id string)) (*cgroup.Hierarchy, task.OOMWatcher) {
 	close(d.oomDone) // reopened below if a watcher runs
 	hier, err := cgroup.Detect()
 	if err != nil {
 		d.log.Warn("no cgroup hierarchy: no stats or OOM events", "error", err)
 		return nil, nil
 	}
-	w, err := cgroup.NewOOMWatcher(func(id string) {
-		evs.Publish("/tasks/oom", &events.TaskOOM{ContainerId: id})
-	})
+	w, err := cgroup.NewOOMWatcher(report)
 	if err != nil {
 		d.log.Warn("no OOM watcher", "error", err)
 		return hier, nil
@@ -183,7 +181,9 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		_ = d.pub.Run(ctx)
 	}()
 	evs := f.events(d.pub)
-	hier, oom := d.watchOOM(ctx, evs)
+	// The watcher reports only containers the service has Added, so d.svc
+	// is set before the first report.
+	hier, oom := d.watchOOM(ctx, func(id string) { d.svc.ReportOOM(id) })
 	d.svc = task.New(task.Config{
 		Namespace: cfg.namespace,
 		Processes: process.NewFactory(r),
