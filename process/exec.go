@@ -77,6 +77,9 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 			e.startFailed()
 		}
 	}()
+	if err := e.init.CanExec(); err != nil {
+		return 0, fmt.Errorf("start exec %s: %w", e.id, err)
+	}
 	iocfg := e.cfg.IO
 	iocfg.Start, iocfg.ID = e.init.factory.starter(), e.init.id
 	io, err := stdio.Open(iocfg)

@@ -18,6 +18,10 @@ import (
 // its FIFOs after the process exited (containerd 2.x waits 10 s too).
 const ioDrainTimeout = 10 * time.Second
 
+// thawTimeout bounds the runtime's resume of a paused container whose init
+// has died.
+const thawTimeout = 30 * time.Second
+
 // InitConfig describes a container's init process.
 type InitConfig struct {
 	ID, Bundle   string
@@ -162,10 +166,17 @@ func (p *Init) watch(exitc <-chan reaper.Exit) {
 	p.mu.Lock()
 	p.exit = Exit{Pid: e.Pid, Status: e.Status, At: e.At}
 	p.exited = true
+	paused := p.state == Paused
 	if p.state.live() {
 		_ = move(&p.state, Stopped) // live states may always stop
 	}
+	if paused {
+		p.beginOpLocked() // a Delete waits for the thaw
+	}
 	p.mu.Unlock()
+	if paused {
+		p.thaw()
+	}
 	p.io.ProcessExited() // a terminal's output ends once the pty is drained
 	// Recorded before anyone learns of the exit: the delete action reports
 	// it if this shim dies before containerd deletes the task.
@@ -259,10 +270,7 @@ func (p *Init) runtimeOp(op string, check func(State) error, call func() error) 
 		p.mu.Unlock()
 		return err
 	}
-	p.ops++
-	if p.ops == 1 {
-		p.opsIdle = make(chan struct{})
-	}
+	p.beginOpLocked()
 	p.mu.Unlock()
 	defer p.endOp()
 	err := call()
@@ -274,6 +282,40 @@ func (p *Init) runtimeOp(op string, check func(State) error, call func() error) 
 		return err // containerd's wording already: "<message> path= <bundle>/criu-dump.log"
 	}
 	return runtimeError(op, err)
+}
+
+// beginOpLocked counts a runtime call in flight; endOp ends it.
+func (p *Init) beginOpLocked() {
+	p.ops++
+	if p.ops == 1 {
+		p.opsIdle = make(chan struct{})
+	}
+}
+
+// thaw resumes the frozen cgroup of a container whose init died while it
+// was paused, as containerd's runc shim does: the runtime refuses to delete a
+// paused container, and its other processes cannot die while frozen. It runs
+// on the exit watcher, counted as a runtime call in flight.
+func (p *Init) thaw() {
+	defer p.endOp()
+	ctx, cancel := context.WithTimeout(context.Background(), thawTimeout)
+	defer cancel()
+	_ = p.rt.Resume(ctx, p.id) // best effort: Delete reports what is left
+}
+
+// CanExec returns ErrInvalidState if the container cannot take an exec now:
+// it is paused, or restored from a checkpoint but not started (containerd's
+// runc shim refuses both). Anything else is for the runtime's exec to judge.
+func (p *Init) CanExec() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.state == Paused:
+		return fmt.Errorf("cannot exec in a paused container: %w", ErrInvalidState)
+	case p.restore != nil:
+		return fmt.Errorf("cannot exec in a container restored from a checkpoint but not started: %w", ErrInvalidState)
+	}
+	return nil
 }
 
 func (p *Init) endOp() {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanshim/leanshim/oci"
+	"github.com/leanshim/leanshim/reaper"
 	"github.com/leanshim/leanshim/stdio"
 )
 
@@ -152,5 +154,76 @@ func TestDeleteGivesUpWaitingForKill(t *testing.T) {
 	}
 	if _, err := p.Delete(t.Context()); err != nil {
 		t.Fatalf("Delete after the kill: %v", err)
+	}
+}
+
+// resumeRuntime records Resume calls.
+type resumeRuntime struct {
+	silentRuntime
+	mu      sync.Mutex // guards resumed
+	resumed int
+}
+
+func (r *resumeRuntime) Resume(context.Context, string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resumed++
+	return nil
+}
+
+// TestPausedInitDiesIsThawed: when the init of a paused container dies, the
+// container is resumed (the runtime would refuse to delete it frozen) before
+// anyone learns of the exit, and Delete then works.
+func TestPausedInitDiesIsThawed(t *testing.T) {
+	rt := &resumeRuntime{}
+	p := stoppedInit(t, rt)
+	p.state, p.exited, p.done = Paused, false, make(chan struct{})
+	exits := make(chan reaper.Exit, 1)
+	exits <- reaper.Exit{Pid: 42, Status: 137, At: time.Now()}
+	heard := make(chan State, 1)
+	p.onExit = func(Exit) { st, _, _ := p.Status(); heard <- st }
+	go p.watch(exits) // ends after one exit
+	if st := <-heard; st != Stopped {
+		t.Errorf("state when the exit is heard: %s, want stopped", st)
+	}
+	rt.mu.Lock()
+	resumed := rt.resumed
+	rt.mu.Unlock()
+	if resumed != 1 {
+		t.Errorf("runtime resumes: %d, want 1", resumed)
+	}
+	if _, err := p.Delete(t.Context()); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}
+
+// TestNoExecInPausedOrRestoringInit: an exec is refused in a paused
+// container and in one restored from a checkpoint but not started.
+func TestNoExecInPausedOrRestoringInit(t *testing.T) {
+	p := stoppedInit(t, &silentRuntime{})
+	for _, tc := range []struct {
+		name    string
+		set     func()
+		wantErr error
+	}{
+		{"running", func() { p.state = Running }, nil},
+		{"paused", func() { p.state = Paused }, ErrInvalidState},
+		{"restored, not started", func() { p.state, p.restore = Created, &oci.RestoreOpts{} }, ErrInvalidState},
+	} {
+		tc.set()
+		if err := p.CanExec(); !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: CanExec: want %v; got %v", tc.name, tc.wantErr, err)
+		}
+	}
+	// Start refuses too, and the refused exec ends: Wait returns.
+	p.state, p.restore = Paused, nil
+	e := p.NewExec(ExecConfig{ID: "e"})
+	if _, err := e.Start(t.Context()); !errors.Is(err, ErrInvalidState) {
+		t.Errorf("Start in a paused container: want ErrInvalidState; got %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if x, err := e.Wait(ctx); err != nil || x.Status != 255 {
+		t.Errorf("Wait after a failed Start: want status 255 at once; got %+v, %v", x, err)
 	}
 }

@@ -36,6 +36,9 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	if c.initExited {
 		return nil, toStatus(fmt.Errorf("container %q has exited: %w", c.id, errPrecondition))
 	}
+	if err := c.init.CanExec(); err != nil { // no TaskExecAdded for an exec that cannot start
+		return nil, toStatus(fmt.Errorf("exec %q in container %q: %w", r.ExecId, c.id, err))
+	}
 	x := &execEntry{req: r}
 	x.p = c.init.NewExec(process.ExecConfig{
 		ID: r.ExecId, Spec: r.Spec.Value,

@@ -263,3 +263,67 @@ func TestOOMAfterCreate(t *testing.T) {
 		t.Errorf("events %q, want %q", got, want)
 	}
 }
+
+var testExecSpec = &gogotypes.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte(`{"args":["sh"],"cwd":"/"}`)}
+
+// TestExecRefusedWhilePaused: Exec in a paused container, or in one restored
+// from a checkpoint but not started, is FailedPrecondition and publishes no
+// TaskExecAdded.
+func TestExecRefusedWhilePaused(t *testing.T) {
+	s := newFakeService(t)
+	s.create(t, "c")
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pause(t.Context(), &taskapi.PauseRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "c", ExecId: "x", Spec: testExecSpec})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("Exec in a paused container: want FailedPrecondition; got %v", err)
+	}
+
+	bundle := filepath.Join(s.dir, "bundles", "r")
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"linux":{"namespaces":[{"type":"pid"}]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: "r", Bundle: bundle, Checkpoint: s.dir}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "r", ExecId: "x", Spec: testExecSpec})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("Exec in a restored container not started: want FailedPrecondition; got %v", err)
+	}
+	for _, ev := range s.rec.of("x") {
+		t.Errorf("event %q for a refused exec", ev)
+	}
+}
+
+// TestWaitAfterFailedExecStart: once an exec's Start has failed (the fake
+// runtime refuses terminals), Wait for it returns at once with status 255,
+// and Delete forgets it.
+func TestWaitAfterFailedExecStart(t *testing.T) {
+	s := newFakeService(t)
+	s.create(t, "c")
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "c", ExecId: "x", Terminal: true, Spec: testExecSpec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c", ExecId: "x"}); err == nil {
+		t.Fatal("exec Start with a terminal: want the fake runtime's refusal")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	w, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c", ExecId: "x"})
+	if err != nil || w.ExitStatus != 255 {
+		t.Fatalf("Wait after the failed Start: want status 255; got %v, %v", w, err)
+	}
+	if _, err := s.Delete(t.Context(), &taskapi.DeleteRequest{Id: "c", ExecId: "x"}); err != nil {
+		t.Fatalf("Delete of the exec: %v", err)
+	}
+}
