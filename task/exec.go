@@ -95,6 +95,23 @@ func (c *container) deleteExec(ctx context.Context, id string) (*taskapi.DeleteR
 	return &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
 }
 
+// deleteExecs forgets the execs a client never deleted, once the container
+// is deleted: their streams (copiers, FIFO fds) would otherwise live as long
+// as the shim, which in a pod shim is the pod's life. They have all exited:
+// Delete refuses a container with running execs.
+func (c *container) deleteExecs(ctx context.Context) {
+	c.mu.Lock()
+	execs := make([]*execEntry, 0, len(c.execs))
+	for id, x := range c.execs {
+		execs = append(execs, x)
+		delete(c.execs, id)
+	}
+	c.mu.Unlock()
+	for _, x := range execs {
+		_, _ = x.p.Delete(ctx) // best effort: one being deleted already is closed by that Delete
+	}
+}
+
 // execPids maps the pids of started execs to their ids.
 func (c *container) execPids() map[int]string {
 	c.mu.Lock()

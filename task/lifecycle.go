@@ -149,6 +149,7 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	c.deleteExecs(ctx)
 	if s.cfg.OOM != nil {
 		s.cfg.OOM.Remove(c.id) // idempotent; covers an exit that raced Add
 	}

@@ -327,3 +327,63 @@ func TestWaitAfterFailedExecStart(t *testing.T) {
 		t.Fatalf("Delete of the exec: %v", err)
 	}
 }
+
+// fdsTo counts this process's fds open on path.
+func fdsTo(t *testing.T, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == path {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDeleteClosesExitedExecs: deleting a container releases the streams
+// of its exited execs that nobody deleted (the shim's hold on the stdin
+// FIFO here).
+func TestDeleteClosesExitedExecs(t *testing.T) {
+	s := newFakeService(t)
+	in := filepath.Join(s.dir, "x-stdin")
+	if err := unix.Mkfifo(in, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// containerd's end of the stdin FIFO.
+	writer, err := os.OpenFile(in, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	s.create(t, "c")
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "c", ExecId: "x", Stdin: in, Spec: testExecSpec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c", ExecId: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := fdsTo(t, in); n < 2 {
+		t.Fatalf("fds on the exec's stdin FIFO while it runs: %d, want the test's and the shim's", n)
+	}
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{Id: "c", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(t.Context(), &taskapi.DeleteRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := fdsTo(t, in); n != 1 {
+		t.Errorf("fds on the exec's stdin FIFO after the container's Delete: %d, want only the test's", n)
+	}
+}
