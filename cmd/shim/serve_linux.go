@@ -71,6 +71,12 @@ func serve(cfg config) error {
 	default:
 		return errors.New("serve needs -id (task API) or -workdir (v1 runtime)")
 	}
+	// Caught, not ignored: a vanished peer is an error return, not death,
+	// and unlike SIG_IGN a handler is reset by execve(2), so the runtime,
+	// loggers and (through crun) containers start with SIGPIPE's default.
+	// Before startDaemon, which starts children. SIGPIPE is dropped below.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGPIPE)
 	l, err := daemonListener(cfg)
 	if err != nil {
 		f.log.Error("listen", "error", err)
@@ -82,10 +88,6 @@ func serve(cfg config) error {
 		f.log.Error("start", "error", err)
 		return err
 	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
-	signal.Ignore(unix.SIGPIPE) // a vanished peer is an error return, not death
 	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
 	signaled := false
 wait:
@@ -95,7 +97,10 @@ wait:
 			f.log.Info("shutdown requested")
 			break wait
 		case sig := <-sigs:
-			if sig == unix.SIGUSR1 {
+			switch sig {
+			case unix.SIGPIPE:
+				continue // the write that raised it got EPIPE
+			case unix.SIGUSR1:
 				dumpState(f.log) // for operators: kill -USR1 <shim pid>
 				continue
 			}
