@@ -77,11 +77,19 @@ func serve(cfg config) error {
 	// Before startDaemon, which starts children. SIGPIPE is dropped below.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGPIPE)
+	defer signal.Stop(sigs)
 	l, err := daemonListener(cfg)
 	if err != nil {
 		f.log.Error("listen", "error", err)
 		return err
 	}
+	return serveOn(cfg, f, l, sigs)
+}
+
+// serveOn runs the daemon on l until the Shutdown rpc, a signal from sigs
+// or a failure of the server. It returns an error (and the shim exits
+// non-zero) only for the last.
+func serveOn(cfg config, f face, l net.Listener, sigs <-chan os.Signal) error {
 	d, err := startDaemon(cfg, f, l)
 	if err != nil {
 		_ = l.Close()
@@ -90,6 +98,7 @@ func serve(cfg config) error {
 	}
 	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
 	signaled := false
+	var serveErr error
 wait:
 	for {
 		select {
@@ -109,11 +118,12 @@ wait:
 			break wait
 		case err := <-d.serveErr:
 			f.log.Error("serve", "error", err)
+			serveErr = fmt.Errorf("serve: %w", err)
 			break wait
 		}
 	}
 	d.stop(signaled)
-	return nil
+	return serveErr // non-nil: the shim exits non-zero
 }
 
 // daemon is what serve runs. startDaemon starts its goroutines; stop ends
