@@ -3,9 +3,13 @@ package process
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/leanshim/leanshim/oci"
 	"github.com/leanshim/leanshim/reaper"
@@ -225,5 +229,72 @@ func TestNoExecInPausedOrRestoringInit(t *testing.T) {
 	defer cancel()
 	if x, err := e.Wait(ctx); err != nil || x.Status != 255 {
 		t.Errorf("Wait after a failed Start: want status 255 at once; got %+v, %v", x, err)
+	}
+}
+
+// TestExecStartHoldsNoLockAcrossStdio: while an exec's Start waits for its
+// binary:// logger to be ready (up to seconds), Status answers at once and
+// shows the Starting claim (issue 13, item 6).
+func TestExecStartHoldsNoLockAcrossStdio(t *testing.T) {
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	if err := unix.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logger := filepath.Join(dir, "logger")
+	// Says it is ready (fd 5) only once the test opens gate, then reads
+	// the streams (fds 3 and 4) to their end.
+	script := "#!/bin/sh\ntouch " + dir + "/started\ncat " + gate + " >/dev/null\nprintf x >&5\ncat <&3 >/dev/null\ncat <&4 >/dev/null\n"
+	if err := os.WriteFile(logger, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runReaper(t)
+	rt := &silentRuntime{}
+	init := &Init{id: "c", bundle: terminalBundle(t), rt: rt, factory: &Factory{reaper: r},
+		done: make(chan struct{}), state: Running}
+	e := init.NewExec(ExecConfig{ID: "e", Spec: []byte(`{}`), IO: IOConfig{Stdout: "binary://" + logger}})
+	started := make(chan error, 1)
+	go func() { _, err := e.Start(t.Context()); started <- err }() // joined below
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the logger never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	status := make(chan State, 1)
+	go func() { st, _, _ := e.Status(); status <- st }() // joined below
+	answered := true
+	select {
+	case st := <-status:
+		if st != Starting {
+			t.Errorf("state while Start waits for the logger: %s, want starting", st)
+		}
+	case <-time.After(time.Second):
+		t.Error("Status blocked while Start waits for the logger")
+		answered = false
+	}
+	g, err := os.OpenFile(gate, os.O_WRONLY, 0) // the logger's cat gets EOF: it says it is ready
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = g.Close()
+	if err := <-started; err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if !answered {
+		<-status
+	}
+	_ = rt.started.Kill() // the exec (a sleep); its exit goes to the reaper
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Delete(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -28,6 +28,11 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	if r.Spec == nil || !json.Valid(r.Spec.Value) {
 		return nil, toStatus(fmt.Errorf("exec %q: spec is not a JSON OCI process: %w", r.ExecId, errInvalid))
 	}
+	// Before c.mu, which must not wait for the init's lock. A pause that
+	// comes after the check is caught by the exec's Start.
+	if err := c.init.CanExec(); err != nil { // no TaskExecAdded for an exec that cannot start
+		return nil, toStatus(fmt.Errorf("exec %q in container %q: %w", r.ExecId, c.id, err))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.execs[r.ExecId]; ok {
@@ -35,9 +40,6 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	}
 	if c.initExited {
 		return nil, toStatus(fmt.Errorf("container %q has exited: %w", c.id, errPrecondition))
-	}
-	if err := c.init.CanExec(); err != nil { // no TaskExecAdded for an exec that cannot start
-		return nil, toStatus(fmt.Errorf("exec %q in container %q: %w", r.ExecId, c.id, err))
 	}
 	x := &execEntry{req: r}
 	x.p = c.init.NewExec(process.ExecConfig{
@@ -113,12 +115,18 @@ func (c *container) deleteExecs(ctx context.Context) {
 }
 
 // execPids maps the pids of started execs to their ids.
+// It takes each exec's lock after c.mu is released: c.mu is what the exit
+// hooks need, and must not wait for a process's lock.
 func (c *container) execPids() map[int]string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := make(map[int]string, len(c.execs))
+	execs := make(map[string]*process.Exec, len(c.execs))
 	for id, x := range c.execs {
-		if _, pid, _ := x.p.Status(); pid > 0 {
+		execs[id] = x.p
+	}
+	c.mu.Unlock()
+	m := make(map[int]string, len(execs))
+	for id, p := range execs {
+		if _, pid, _ := p.Status(); pid > 0 {
 			m[pid] = id
 		}
 	}
