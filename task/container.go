@@ -51,6 +51,8 @@ type container struct {
 	pendingInit  *process.Exit // init exit held back until liveExecs is 0
 	initReported bool          // the init's TaskExit is queued
 	initDone     chan struct{} // closed when initReported becomes true
+	killing      bool          // killLeftovers runs: the init's exit waits for it
+	killRest     func()        // kills the container's processes; nil: killAll (tests replace it)
 }
 
 // execEntry is an exec with the request that made it.
@@ -174,17 +176,38 @@ func (c *container) onInitExit(e process.Exit) {
 }
 
 // initExitLocked reports the init's exit, or holds it until the execs'
-// exits are out. In a shared pid namespace the execs would outlive the init,
-// so they are killed (as the runc shim does).
+// exits are out. In a shared pid namespace the container's other processes
+// (execs, and whatever the init left behind) would outlive the init, so they
+// are killed first (as the runc shim does), and the exit waits for that.
 func (c *container) initExitLocked(e process.Exit) {
-	if c.liveExecs > 0 {
+	if c.sharedPid && !c.killing {
+		c.killing = true
 		c.pendingInit = &e
-		if c.sharedPid {
-			c.onDone(c.killAll)
-		}
+		c.onDone(c.killLeftovers)
+		return
+	}
+	if c.liveExecs > 0 || c.killing {
+		c.pendingInit = &e
 		return
 	}
 	c.publishInitExitLocked(e)
+}
+
+// killLeftovers kills what is left of a container whose init has exited in
+// a shared pid namespace, then releases the init's exit unless execs still
+// have theirs to report. It runs in the background, outside any lock.
+func (c *container) killLeftovers() {
+	if c.killRest != nil {
+		c.killRest()
+	} else {
+		c.killAll()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.killing = false
+	if c.liveExecs == 0 && c.pendingInit != nil {
+		c.publishInitExitLocked(*c.pendingInit)
+	}
 }
 
 // publishInitExitLocked queues the init's TaskExit, once: Delete may queue
@@ -221,7 +244,7 @@ func (c *container) execExitLocked(x *execEntry, e process.Exit) {
 // execGoneLocked counts one exec out; the last one releases a held init exit.
 func (c *container) execGoneLocked() {
 	c.liveExecs--
-	if c.liveExecs == 0 && c.pendingInit != nil {
+	if c.liveExecs == 0 && c.pendingInit != nil && !c.killing {
 		c.publishInitExitLocked(*c.pendingInit)
 	}
 }
