@@ -34,9 +34,10 @@ type Exec struct {
 	io     *stdio.Pipes // set once Start has succeeded
 	onExit func(Exit)
 
-	mu    sync.Mutex // guards state, pid, exit, io
+	mu    sync.Mutex // guards state, pid, pidfd, exit, io
 	state State      // changed only through move (state.go)
 	pid   int
+	pidfd int // a pidfd of pid while it runs, or -1 (none, or closed by watch)
 	exit  Exit
 
 	done chan struct{} // closed once the exit is recorded
@@ -44,7 +45,7 @@ type Exec struct {
 
 // NewExec registers an exec of the container. Nothing runs until Start.
 func (p *Init) NewExec(cfg ExecConfig) *Exec {
-	return &Exec{id: cfg.ID, init: p, cfg: cfg, onExit: cfg.OnExit, state: Created, done: make(chan struct{})}
+	return &Exec{id: cfg.ID, init: p, cfg: cfg, onExit: cfg.OnExit, state: Created, pidfd: -1, done: make(chan struct{})}
 }
 
 // ID returns the exec id.
@@ -96,12 +97,32 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 		return 0, err
 	}
 	defer tr.Close()
+	fd, exitc := claimWithPidfd(tr, pid)
 	e.mu.Lock()
-	e.pid, e.io = pid, io
+	e.pid, e.pidfd, e.io = pid, fd, io
 	_ = move(&e.state, Running) // Starting is ours: nothing else moves it
 	e.mu.Unlock()
-	go e.watch(tr.Claim(pid)) // ends when the exec is reaped
+	go e.watch(exitc) // ends when the exec is reaped
 	return pid, nil
+}
+
+// claimWithPidfd claims pid's exit from tr and returns a pidfd that names
+// the process for as long as it is not reaped, or -1. The pidfd is opened
+// before the claim: if the claim finds the exit already reaped, the pid may
+// name another process by now, and the pidfd is dropped; otherwise the
+// process was still unreaped after the pidfd was opened, so it is ours
+// (pidfd_open(2)). A kernel without pidfds (before 5.3) gives -1.
+func claimWithPidfd(tr *reaper.Tracker, pid int) (int, <-chan reaper.Exit) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		fd = -1
+	}
+	exitc := tr.Claim(pid)
+	if len(exitc) > 0 && fd >= 0 { // reaped already: Claim delivered the exit at once
+		_ = unix.Close(fd)
+		fd = -1
+	}
+	return fd, exitc
 }
 
 // run runs the runtime's exec with io and returns the pid and the tracker
@@ -158,6 +179,10 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	e.mu.Lock()
 	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
 	_ = move(&e.state, Stopped) // Running: Delete refuses a running exec
+	if e.pidfd >= 0 {
+		_ = unix.Close(e.pidfd) // no signal is sent to a Stopped exec
+		e.pidfd = -1
+	}
 	io := e.io
 	e.mu.Unlock()
 	io.ProcessExited() // a terminal's output ends once the pty is drained
@@ -174,15 +199,17 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 func (e *Exec) Kill(sig int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Holding mu: the watcher cannot mark the exec stopped meanwhile, and an
-	// unreaped pid cannot be reused, so the signal reaches this process.
+	// Holding mu: the watcher cannot close the pidfd meanwhile. The pidfd
+	// names this process even if the reaper has reaped it and its pid was
+	// reused (then the signal fails with ESRCH); without one (an old
+	// kernel) the pid is signalled, which leaves that window open.
 	switch e.state {
 	case Created, Starting:
 		return fmt.Errorf("exec %s not started: %w", e.id, ErrInvalidState)
 	case Stopped, Deleting, Deleted:
 		return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
 	}
-	if err := unix.Kill(e.pid, unix.Signal(sig)); err != nil {
+	if err := e.signalLocked(unix.Signal(sig)); err != nil {
 		if err == unix.ESRCH {
 			return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
 		}
@@ -192,6 +219,13 @@ func (e *Exec) Kill(sig int) error {
 		return fmt.Errorf("kill exec %s: %w", e.id, err)
 	}
 	return nil
+}
+
+func (e *Exec) signalLocked(sig unix.Signal) error {
+	if e.pidfd >= 0 {
+		return unix.PidfdSendSignal(e.pidfd, sig, nil, 0)
+	}
+	return unix.Kill(e.pid, sig)
 }
 
 // Wait blocks until the exec has exited or ctx ends.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,4 +299,42 @@ func TestExecStartHoldsNoLockAcrossStdio(t *testing.T) {
 	if _, err := e.Delete(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestExecKillNeverHitsAReusedPid: Exec.Kill signals through the pidfd it
+// took when the pid was known, so once the exec is reaped a process that got
+// its pid is safe (issue 13, item 9). Pid reuse is simulated: the exec's
+// recorded pid is set to another live process of the test.
+func TestExecKillNeverHitsAReusedPid(t *testing.T) {
+	r := runReaper(t)
+	tr := r.Track()
+	defer tr.Close()
+	first := exec.Command("/bin/sleep", "60")
+	if err := first.Start(); err != nil { // the reaper waits for it
+		t.Fatal(err)
+	}
+	fd, exitc := claimWithPidfd(tr, first.Process.Pid)
+	if fd < 0 {
+		t.Skip("no pidfd_open(2) on this kernel")
+	}
+	_ = first.Process.Kill()
+	<-exitc // reaped: its pid is free for the kernel to reuse
+	other := exec.Command("/bin/sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	otherExit := tr.Claim(other.Process.Pid)
+
+	e := (&Init{}).NewExec(ExecConfig{ID: "e"})
+	e.state, e.pid, e.pidfd = Running, other.Process.Pid, fd // the watcher has not run yet
+	if err := e.Kill(9); !errors.Is(err, ErrFinished) {
+		t.Errorf("Kill of a reaped exec: want ErrFinished; got %v", err)
+	}
+	// A SIGKILL from Kill would be pending before this SIGTERM, and the
+	// process would die of it (137) rather than of the SIGTERM (143).
+	_ = other.Process.Signal(syscall.SIGTERM)
+	if x := <-otherExit; x.Status != 128+int(syscall.SIGTERM) {
+		t.Errorf("the process that got the pid ended with %d, want 143: Kill signalled it", x.Status)
+	}
+	_ = unix.Close(fd)
 }
