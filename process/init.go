@@ -446,9 +446,20 @@ func (p *Init) freeze(ctx context.Context, from, to State, op string, call func(
 		return err
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state == from { // else it exited meanwhile: the exit wins
+	if p.state == from {
+		defer p.mu.Unlock()
 		return move(&p.state, to)
+	}
+	// It exited meanwhile: the exit wins. A pause that froze the cgroup
+	// after the watcher stopped the init is undone, as the watcher would
+	// have done had it seen Paused.
+	frozen := to == Paused && p.state == Stopped
+	if frozen {
+		p.beginOpLocked() // a Delete waits for the thaw
+	}
+	p.mu.Unlock()
+	if frozen {
+		p.thaw()
 	}
 	return nil
 }

@@ -338,3 +338,36 @@ func TestExecKillNeverHitsAReusedPid(t *testing.T) {
 	}
 	_ = unix.Close(fd)
 }
+
+// exitDuringPause is a runtime whose Pause succeeds only after the init has
+// exited and the watcher has stopped it.
+type exitDuringPause struct {
+	resumeRuntime
+	exit func()
+}
+
+func (r *exitDuringPause) Pause(context.Context, string) error { r.exit(); return nil }
+
+// TestPauseRacingExitThaws: a pause that froze the cgroup just after the
+// init died leaves the container Stopped and thawed, so it can be deleted.
+func TestPauseRacingExitThaws(t *testing.T) {
+	rt := &exitDuringPause{}
+	p := stoppedInit(t, rt)
+	p.rt = rt
+	p.state, p.exited = Running, false
+	rt.exit = func() {
+		p.mu.Lock()
+		p.exited = true
+		_ = move(&p.state, Stopped) // what the watcher does
+		p.mu.Unlock()
+	}
+	if err := p.Pause(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rt.mu.Lock()
+	resumed := rt.resumed
+	rt.mu.Unlock()
+	if st, _, _ := p.Status(); st != Stopped || resumed != 1 {
+		t.Errorf("after a pause that raced the exit: %s and %d resumes, want stopped and 1", st, resumed)
+	}
+}
