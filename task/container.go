@@ -53,6 +53,7 @@ type container struct {
 	initDone     chan struct{} // closed when initReported becomes true
 	killing      bool          // killLeftovers runs: the init's exit waits for it
 	killRest     func()        // kills the container's processes; nil: killAll (tests replace it)
+	deleted      bool          // Delete has succeeded: nothing may watch its cgroup any more
 }
 
 // execEntry is an exec with the request that made it.

@@ -150,6 +150,9 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		return nil, toStatus(err)
 	}
 	c.deleteExecs(ctx)
+	c.mu.Lock()
+	c.deleted = true // a watchCgroup that Adds after this Removes itself
+	c.mu.Unlock()
 	if s.cfg.OOM != nil {
 		s.cfg.OOM.Remove(c.id) // idempotent; covers an exit that raced Add
 	}
@@ -284,8 +287,14 @@ func (s *Service) watchCgroup(c *container, pid int) {
 		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.cg, c.oom = cg, oom
+	deleted := c.deleted
+	c.mu.Unlock()
+	if deleted && oom != nil {
+		// Deleted while this ran: its Delete may have removed the watch
+		// before Add made it.
+		oom.Remove(c.id)
+	}
 }
 
 // ReportOOM queues TaskOOM for container id under the container's lock, so

@@ -127,6 +127,14 @@ func newFakeService(t *testing.T, opts ...func(*Config)) *fakeService {
 // create makes a container with its own bundle (its own pid namespace).
 func (s *fakeService) create(t *testing.T, id string) {
 	t.Helper()
+	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: id, Bundle: s.bundle(t, id)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bundle makes the bundle of container id: its own pid namespace.
+func (s *fakeService) bundle(t *testing.T, id string) string {
+	t.Helper()
 	bundle := filepath.Join(s.dir, "bundles", id)
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		t.Fatal(err)
@@ -135,9 +143,7 @@ func (s *fakeService) create(t *testing.T, id string) {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: id, Bundle: bundle}); err != nil {
-		t.Fatal(err)
-	}
+	return bundle
 }
 
 // stopped creates, starts and kills a container, and waits for its exit.
@@ -283,14 +289,7 @@ func TestExecRefusedWhilePaused(t *testing.T) {
 		t.Errorf("Exec in a paused container: want FailedPrecondition; got %v", err)
 	}
 
-	bundle := filepath.Join(s.dir, "bundles", "r")
-	if err := os.MkdirAll(bundle, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"linux":{"namespaces":[{"type":"pid"}]}}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: "r", Bundle: bundle, Checkpoint: s.dir}); err != nil {
+	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: "r", Bundle: s.bundle(t, "r"), Checkpoint: s.dir}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "r", ExecId: "x", Spec: testExecSpec})
@@ -385,5 +384,68 @@ func TestDeleteClosesExitedExecs(t *testing.T) {
 	}
 	if n := fdsTo(t, in); n != 1 {
 		t.Errorf("fds on the exec's stdin FIFO after the container's Delete: %d, want only the test's", n)
+	}
+}
+
+// blockingOOM is an OOMWatcher whose Add waits until the test releases it,
+// and which knows which containers it watches.
+type blockingOOM struct {
+	adding  chan struct{} // closed when Add has started
+	release chan struct{} // closed by the test: Add returns
+
+	mu      sync.Mutex // guards watched
+	watched map[string]bool
+}
+
+func (o *blockingOOM) Add(id string, _ *cgroup.Cgroup) error {
+	close(o.adding)
+	<-o.release
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.watched[id] = true
+	return nil
+}
+
+func (o *blockingOOM) Remove(id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.watched, id)
+}
+
+// TestDeleteRacingOOMWatch: a container deleted while its Create is still
+// starting the OOM watch leaves no watch behind.
+func TestDeleteRacingOOMWatch(t *testing.T) {
+	hier, err := cgroup.Detect()
+	if err != nil {
+		t.Skipf("no cgroup hierarchy on this machine: %v", err)
+	}
+	oom := &blockingOOM{adding: make(chan struct{}), release: make(chan struct{}), watched: map[string]bool{}}
+	s := newFakeService(t, func(c *Config) { c.Cgroups, c.OOM = hier, oom })
+	created := make(chan error, 1)
+	bundle := s.bundle(t, "c")
+	go func() { // joined below
+		_, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: "c", Bundle: bundle})
+		created <- err
+	}()
+	<-oom.adding
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{Id: "c", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(t.Context(), &taskapi.DeleteRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	close(oom.release)
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	oom.mu.Lock()
+	defer oom.mu.Unlock()
+	if len(oom.watched) != 0 {
+		t.Errorf("OOM watches left after the container's Delete: %v", oom.watched)
 	}
 }
