@@ -259,6 +259,12 @@ func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 	}
 	e.mu.Lock()
 	_ = move(&e.state, Deleted)
+	if s == Created {
+		// Never started, so never to exit: a Wait in flight returns, with
+		// the status of an exec that did not run.
+		e.exit = Exit{Status: 255, At: time.Now()}
+		close(e.done)
+	}
 	e.mu.Unlock()
 	return x, nil
 }

@@ -304,12 +304,15 @@ func (p *Init) thaw() {
 }
 
 // CanExec returns ErrInvalidState if the container cannot take an exec now:
-// it is paused, or restored from a checkpoint but not started (containerd's
-// runc shim refuses both). Anything else is for the runtime's exec to judge.
+// its init has exited, it is paused, or it was restored from a checkpoint
+// but not started (containerd's runc shim refuses all three). Anything else
+// is for the runtime's exec to judge.
 func (p *Init) CanExec() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
+	case p.state == Stopped || p.state == Deleting || p.state == Deleted:
+		return fmt.Errorf("cannot exec in a container that has exited: %w", ErrInvalidState)
 	case p.state == Paused:
 		return fmt.Errorf("cannot exec in a paused container: %w", ErrInvalidState)
 	case p.restore != nil:

@@ -75,6 +75,9 @@ func (c *container) startExec(ctx context.Context, id string) (int, error) {
 		return 0, fmt.Errorf("exec %q of container %q: %w", id, c.id, errNotFound)
 	case c.initExited:
 		c.mu.Unlock()
+		// Refused by the exec itself too (CanExec: the init has stopped),
+		// which ends it, so a Wait for it returns.
+		_, _ = x.p.Start(ctx)
 		return 0, fmt.Errorf("container %q has exited: %w", c.id, errPrecondition)
 	}
 	c.liveExecs++ // counted before it can exit, so the init's exit waits for it

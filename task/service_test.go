@@ -449,3 +449,48 @@ func TestDeleteRacingOOMWatch(t *testing.T) {
 		t.Errorf("OOM watches left after the container's Delete: %v", oom.watched)
 	}
 }
+
+// TestWaitForExecRefusedAfterInitExit: an exec added before the init died
+// and started after is refused, and a Wait for it returns at once; so does
+// a Wait for an exec deleted without ever being started.
+func TestWaitForExecRefusedAfterInitExit(t *testing.T) {
+	s := newFakeService(t)
+	s.create(t, "c")
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"late", "never"} {
+		if _, err := s.Exec(t.Context(), &taskapi.ExecProcessRequest{Id: "c", ExecId: x, Spec: testExecSpec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNever := make(chan error, 1)
+	go func() { // joined below
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c", ExecId: "never"})
+		waitNever <- err
+	}()
+	if _, err := s.Kill(t.Context(), &taskapi.KillRequest{Id: "c", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.Wait(ctx, &taskapi.WaitRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "c", ExecId: "late"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("Start of an exec after the init's exit: want FailedPrecondition; got %v", err)
+	}
+	short, cancelShort := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancelShort()
+	if w, err := s.Wait(short, &taskapi.WaitRequest{Id: "c", ExecId: "late"}); err != nil || w.ExitStatus != 255 {
+		t.Errorf("Wait for the refused exec: want status 255 at once; got %v, %v", w, err)
+	}
+	if _, err := s.Delete(t.Context(), &taskapi.DeleteRequest{Id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waitNever; err != nil {
+		t.Errorf("Wait for an exec deleted with its container, never started: %v", err)
+	}
+}
