@@ -494,3 +494,35 @@ func TestWaitForExecRefusedAfterInitExit(t *testing.T) {
 		t.Errorf("Wait for an exec deleted with its container, never started: %v", err)
 	}
 }
+
+// TestStatsWhileRestoreStarts: Stats reads the container's cgroup while the
+// Start of a restored container sets it (run with -race; issue 13, item 11).
+func TestStatsWhileRestoreStarts(t *testing.T) {
+	hier, err := cgroup.Detect()
+	if err != nil {
+		t.Skipf("no cgroup hierarchy on this machine: %v", err)
+	}
+	s := newFakeService(t, func(c *Config) { c.Cgroups = hier })
+	if _, err := s.Create(t.Context(), &taskapi.CreateTaskRequest{Id: "r", Bundle: s.bundle(t, "r"), Checkpoint: s.dir}); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { // joined below
+		_, err := s.Start(t.Context(), &taskapi.StartRequest{Id: "r"})
+		started <- err
+	}()
+	for {
+		_, _ = s.Stats(t.Context(), &taskapi.StatsRequest{Id: "r"}) // NotFound until the cgroup is known
+		select {
+		case err := <-started:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Stats(t.Context(), &taskapi.StatsRequest{Id: "r"}); err != nil {
+				t.Errorf("Stats of the started container: %v", err)
+			}
+			return
+		default:
+		}
+	}
+}
