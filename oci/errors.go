@@ -2,10 +2,10 @@ package oci
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -45,10 +45,11 @@ func (e *Error) Unwrap() []error {
 }
 
 // runtimeError builds the error of a failed invocation. It takes the last
-// "error" line of the runtime's JSON log, as containerd's runc shim does,
-// falling back to the captured output.
-func runtimeError(logPath string, output []byte, exit *ExitError) error {
-	msg := lastLogError(logPath)
+// "error" line that the invocation appended to the runtime's JSON log (from
+// logOffset on), as containerd's runc shim does, falling back to the
+// captured output.
+func runtimeError(logPath string, logOffset int64, output []byte, exit *ExitError) error {
+	msg := lastLogError(logPath, logOffset)
 	if msg == "" {
 		msg = strings.TrimSpace(string(output))
 	}
@@ -74,18 +75,41 @@ func classify(msg string) error {
 	return nil
 }
 
+// logSize returns the size of the runtime's JSON log before an invocation:
+// where what it appends begins. A log that does not exist yet starts at 0.
+func logSize(path string) int64 {
+	if path == "" {
+		return 0
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // lastLogError returns the msg of the last line of level "error" in a runtime
-// JSON log, or "" when there is none or the log cannot be read.
-func lastLogError(path string) string {
+// JSON log from offset on, or "" when there is none or the log cannot be
+// read. The log is shared by every invocation for the container, so what
+// lies before offset is an older command's. A log shorter than offset was
+// truncated meanwhile (a runtime may rewrite it): then all of it is read.
+func lastLogError(path string, offset int64) string {
 	if path == "" {
 		return ""
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
+	defer f.Close() // read-only
+	if fi, err := f.Stat(); err != nil || fi.Size() < offset {
+		offset = 0
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
 	var last string
-	s := bufio.NewScanner(bytes.NewReader(b))
+	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 0, 4096), 1<<20)
 	for s.Scan() {
 		var l struct {

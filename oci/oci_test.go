@@ -80,11 +80,20 @@ not json
 		t.Fatal(err)
 	}
 	want := `runc run failed: unable to start container process: exec: "nope": executable file not found in $PATH`
-	if got := lastLogError(p); got != want {
+	if got := lastLogError(p, 0); got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
-	if got := lastLogError(filepath.Join(t.TempDir(), "missing")); got != "" {
+	if got := lastLogError(filepath.Join(t.TempDir(), "missing"), 0); got != "" {
 		t.Fatalf("missing log gave %q", got)
+	}
+	if got := lastLogError(p, int64(strings.Index(log, "not json"))); got != want {
+		t.Fatalf("from an offset: got %q, want %q", got, want)
+	}
+	if got := lastLogError(p, int64(strings.Index(log, `{"level":"warning"`))); got != "" {
+		t.Fatalf("after the last error: got %q, want none", got)
+	}
+	if got := lastLogError(p, int64(len(log)+100)); got != want {
+		t.Fatalf("offset past a truncated log: got %q, want %q (all of it)", got, want)
 	}
 }
 
@@ -139,6 +148,32 @@ exit 1
 	}
 	if err.Error() != `container "c1" does not exist` {
 		t.Fatalf("message %q", err.Error())
+	}
+}
+
+// TestRunReadsOnlyItsOwnLogLines: the runtime's log is shared by every
+// command for the container; an error an earlier command logged is not this
+// command's error (issue 13, item 11).
+func TestRunReadsOnlyItsOwnLogLines(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "log.json")
+	old := `{"level":"error","msg":"container \"c1\" does not exist","time":"x"}` + "\n"
+	if err := os.WriteFile(logPath, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := fakeRuntime(t, `
+while [ $# -gt 0 ]; do
+  if [ "$1" = --log ]; then log=$2; fi
+  shift
+done
+echo '{"level":"info","msg":"pausing","time":"x"}' >> "$log"
+echo "own failure" >&2
+exit 1
+`)
+	rt := New(Config{Binary: bin, Root: dir, Log: logPath}, newReaper(t))
+	err := rt.Pause(context.Background(), "c1")
+	if err == nil || err.Error() != "own failure" || errors.Is(err, ErrNotExist) {
+		t.Fatalf("want this command's own error %q; got %v", "own failure", err)
 	}
 }
 

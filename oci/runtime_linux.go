@@ -124,6 +124,7 @@ func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []
 			cmd.Stderr = stdio.Stderr
 		}
 	}
+	logOffset := logSize(r.cfg.Log) // what this command appends starts here
 	out, e, err := r.runner.RunCmd(ctx, cmd, stdin, stdio == nil)
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -131,7 +132,7 @@ func (r *Runtime) run(ctx context.Context, args []string, stdio *Stdio, stdin []
 	case err != nil:
 		return out, fmt.Errorf("%s %s: %w", r.cfg.binary(), args[0], err)
 	case e.Status != 0:
-		return out, runtimeError(r.cfg.Log, out, &ExitError{Status: e.Status})
+		return out, runtimeError(r.cfg.Log, logOffset, out, &ExitError{Status: e.Status})
 	}
 	return out, nil
 }

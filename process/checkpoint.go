@@ -2,7 +2,6 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/leanshim/leanshim/oci"
@@ -25,23 +24,16 @@ type CheckpointConfig struct {
 // Checkpoint dumps a Running or Paused container. With Exit the container
 // stops and its exit is reported as usual.
 func (p *Init) Checkpoint(ctx context.Context, cfg CheckpointConfig) error {
-	p.mu.Lock()
-	s := p.state
-	p.mu.Unlock()
-	if s != Running && s != Paused {
-		return fmt.Errorf("cannot checkpoint a %s process: %w", s, ErrInvalidState)
-	}
-	err := p.rt.Checkpoint(ctx, p.id, oci.CheckpointOpts{
-		Bundle: p.bundle, ImagePath: cfg.Path, WorkPath: cfg.WorkPath, ParentPath: cfg.ParentPath, Exit: cfg.Exit,
-		OpenTCP: cfg.OpenTCP, ExternalUnixSockets: cfg.ExternalUnixSockets, Terminal: cfg.Terminal,
-		FileLocks: cfg.FileLocks, EmptyNamespaces: cfg.EmptyNamespaces,
+	return p.runtimeOp("checkpoint", func(s State) error {
+		if s != Running && s != Paused {
+			return fmt.Errorf("cannot checkpoint a %s process: %w", s, ErrInvalidState)
+		}
+		return nil
+	}, func() error {
+		return p.rt.Checkpoint(ctx, p.id, oci.CheckpointOpts{
+			Bundle: p.bundle, ImagePath: cfg.Path, WorkPath: cfg.WorkPath, ParentPath: cfg.ParentPath, Exit: cfg.Exit,
+			OpenTCP: cfg.OpenTCP, ExternalUnixSockets: cfg.ExternalUnixSockets, Terminal: cfg.Terminal,
+			FileLocks: cfg.FileLocks, EmptyNamespaces: cfg.EmptyNamespaces,
+		})
 	})
-	var cerr *oci.CheckpointError
-	if errors.As(err, &cerr) {
-		return err // containerd's wording already: "<message> path= <bundle>/criu-dump.log"
-	}
-	if err != nil {
-		return runtimeError("checkpoint", err)
-	}
-	return nil
 }

@@ -31,20 +31,25 @@ func receiveConsole(ctx context.Context, io *stdio.Pipes) error {
 // killUnclaimed kills an exec the runtime started but the shim gave up on
 // (its terminal never arrived) and waits until it is reaped, so it does not
 // run on unseen. tr must still be open: an exit reaped before Claim is kept
-// there, so the pid is signalled only if it had not been reaped an instant
-// before (the same window Exec.Kill has).
+// there, and the signal goes through a pidfd opened before the claim, so it
+// reaches this process or none (see claimWithPidfd).
 func killUnclaimed(ctx context.Context, tr *reaper.Tracker, pidFile string) {
 	pid, err := readPidFile(pidFile)
 	if err != nil {
 		return // nothing to kill that we can name
 	}
-	exitc := tr.Claim(pid)
+	fd, exitc := claimWithPidfd(tr, pid)
 	select {
 	case <-exitc:
 		return // already gone
 	default:
 	}
-	_ = unix.Kill(pid, unix.SIGKILL)
+	if fd >= 0 {
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		_ = unix.Close(fd)
+	} else {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), consoleTimeout)
 	defer cancel()
 	select {

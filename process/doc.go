@@ -3,10 +3,18 @@
 // Runtime interface, asks stdio for the process's streams and the reaper for
 // its exit, and keeps a typed State with an explicit transition table.
 //
+// Every state change goes through move and the table in state.go, under the
+// process's lock. An operation that takes time first claims a state under
+// the lock (Starting, Deleting) and then works without it; a second caller
+// sees the claim and is refused. No lock of this package is held across a
+// runtime call, a stdio open or a wait. Runtime calls on a live container
+// (kill, pause, resume, update, checkpoint) are counted while in flight, and
+// Delete waits for them before it runs the runtime's delete.
+//
 // Each process runs one exit-watcher goroutine from the moment its pid is
 // known until it is reaped; the watcher records the exit, moves the state to
-// Stopped, closes Done and then calls the owner's OnExit hook. Nothing else in
-// the package blocks on a process.
+// Stopped (thawing an init that died paused), closes Done and then calls the
+// owner's OnExit hook. Nothing else in the package blocks on a process.
 //
 // process knows nothing of protobuf, ttrpc or containerd's task API.
 package process

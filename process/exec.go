@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,12 +31,13 @@ type Exec struct {
 	id     string
 	init   *Init
 	cfg    ExecConfig
-	io     *stdio.Pipes // set by Start
+	io     *stdio.Pipes // set once Start has succeeded
 	onExit func(Exit)
 
-	mu    sync.Mutex // guards state, pid, exit, io
-	state State
+	mu    sync.Mutex // guards state, pid, pidfd, exit, io
+	state State      // changed only through move (state.go)
 	pid   int
+	pidfd int // a pidfd of pid while it runs, or -1 (none, or closed by watch)
 	exit  Exit
 
 	done chan struct{} // closed once the exit is recorded
@@ -43,7 +45,7 @@ type Exec struct {
 
 // NewExec registers an exec of the container. Nothing runs until Start.
 func (p *Init) NewExec(cfg ExecConfig) *Exec {
-	return &Exec{id: cfg.ID, init: p, cfg: cfg, onExit: cfg.OnExit, state: Created, done: make(chan struct{})}
+	return &Exec{id: cfg.ID, init: p, cfg: cfg, onExit: cfg.OnExit, state: Created, pidfd: -1, done: make(chan struct{})}
 }
 
 // ID returns the exec id.
@@ -59,83 +61,131 @@ func (e *Exec) Status() (State, int, Exit) {
 	return e.state, e.pid, e.exit
 }
 
-// Start runs the exec through the runtime and returns its pid.
+// Start runs the exec through the runtime and returns its pid. It claims
+// Starting first, so a second Start or a Delete meanwhile is refused, and
+// opens the streams without the lock (a binary:// logger may take seconds).
+// If Start fails nothing runs: the exec is Stopped with status 255 and Wait
+// returns at once.
 func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	e.mu.Lock()
-	if e.state != Created || e.io != nil {
-		s := e.state
+	if err := move(&e.state, Starting); err != nil {
 		e.mu.Unlock()
-		return 0, fmt.Errorf("cannot start a %s exec: %w", s, ErrInvalidState)
+		return 0, fmt.Errorf("cannot start exec %s: %w", e.id, err)
+	}
+	e.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			e.startFailed()
+		}
+	}()
+	if err := e.init.CanExec(); err != nil {
+		return 0, fmt.Errorf("start exec %s: %w", e.id, err)
 	}
 	iocfg := e.cfg.IO
 	iocfg.Start, iocfg.ID = e.init.factory.starter(), e.init.id
 	io, err := stdio.Open(iocfg)
 	if err != nil {
-		e.mu.Unlock()
 		return 0, stdioError(err)
 	}
-	e.io = io // while Start runs, a second Start and Delete are refused
-	e.mu.Unlock()
 	defer func() {
 		if retErr != nil {
-			// Nothing runs: the exec is Created again, and Delete (as
-			// containerd calls after a failed start) forgets it.
-			e.mu.Lock()
-			e.io = nil
-			e.mu.Unlock()
 			_ = io.Close()
 		}
 	}()
+	pid, tr, err := e.run(ctx, io)
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	fd, exitc := claimWithPidfd(tr, pid)
+	e.mu.Lock()
+	e.pid, e.pidfd, e.io = pid, fd, io
+	_ = move(&e.state, Running) // Starting is ours: nothing else moves it
+	e.mu.Unlock()
+	go e.watch(exitc) // ends when the exec is reaped
+	return pid, nil
+}
 
+// claimWithPidfd claims pid's exit from tr and returns a pidfd that names
+// the process for as long as it is not reaped, or -1. The pidfd is opened
+// before the claim: if the claim finds the exit already reaped, the pid may
+// name another process by now, and the pidfd is dropped; otherwise the
+// process was still unreaped after the pidfd was opened, so it is ours
+// (pidfd_open(2)). A kernel without pidfds (before 5.3) gives -1.
+func claimWithPidfd(tr *reaper.Tracker, pid int) (int, <-chan reaper.Exit) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		fd = -1
+	}
+	exitc := tr.Claim(pid)
+	if len(exitc) > 0 && fd >= 0 { // reaped already: Claim delivered the exit at once
+		_ = unix.Close(fd)
+		fd = -1
+	}
+	return fd, exitc
+}
+
+// run runs the runtime's exec with io and returns the pid and the tracker
+// that will report its exit; the caller closes the tracker.
+func (e *Exec) run(ctx context.Context, io *stdio.Pipes) (_ int, _ *reaper.Tracker, retErr error) {
 	bundle := e.init.bundle
 	spec := filepath.Join(bundle, "."+e.id+".process.json")
 	if err := os.WriteFile(spec, e.cfg.Spec, 0o600); err != nil {
 		io.CloseChild()
-		return 0, fmt.Errorf("write exec spec: %w", err)
+		return 0, nil, fmt.Errorf("write exec spec: %w", err)
 	}
 	defer os.Remove(spec)
 
 	tr := e.init.factory.reaper.Track()
-	defer tr.Close()
+	defer func() {
+		if retErr != nil {
+			tr.Close()
+		}
+	}()
 	pidFile := filepath.Join(bundle, e.id+".pid")
 	defer os.Remove(pidFile) // read once; the bundle keeps no per-exec files
-	err = e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
+	err := e.init.rt.Exec(ctx, e.init.id, oci.ExecOpts{
 		ProcessFile: spec, PidFile: pidFile,
 		ConsoleSocket: io.ConsoleSocket(),
 		Stdio:         ociStdio(io.Child()),
 	})
 	io.CloseChild()
 	if err != nil {
-		return 0, runtimeError("exec", err)
+		return 0, nil, runtimeError("exec", err)
 	}
 	if err := receiveConsole(ctx, io); err != nil {
 		killUnclaimed(ctx, tr, pidFile)
-		return 0, err
+		return 0, nil, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	return pid, tr, nil
+}
+
+// startFailed ends an exec whose Start failed: nothing runs, so it is
+// Stopped, with containerd's "unknown" exit status, and its Wait returns.
+func (e *Exec) startFailed() {
 	e.mu.Lock()
-	e.pid = pid
-	if e.state == Created {
-		e.state = Running
-	}
+	e.exit = Exit{Status: 255, At: time.Now()}
+	_ = move(&e.state, Stopped) // Starting is ours: nothing else moves it
 	e.mu.Unlock()
-	go e.watch(tr.Claim(pid)) // ends when the exec is reaped
-	return pid, nil
+	close(e.done)
 }
 
 func (e *Exec) watch(exitc <-chan reaper.Exit) {
 	x := <-exitc
 	e.mu.Lock()
 	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
-	if e.state != Deleted {
-		e.state = Stopped
+	_ = move(&e.state, Stopped) // Running: Delete refuses a running exec
+	if e.pidfd >= 0 {
+		_ = unix.Close(e.pidfd) // no signal is sent to a Stopped exec
+		e.pidfd = -1
 	}
 	io := e.io
 	e.mu.Unlock()
-	io.ProcessExited() // a terminal's output ends once the pty is drained
+	io.ProcessExited() // its output ends once its pipes or pty are drained
 	// The owner hears of the exit before Wait returns: a client that
 	// deletes the container right after waiting for the exec must not find
 	// the exec still counted as running.
@@ -149,15 +199,17 @@ func (e *Exec) watch(exitc <-chan reaper.Exit) {
 func (e *Exec) Kill(sig int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Holding mu: the watcher cannot mark the exec stopped meanwhile, and an
-	// unreaped pid cannot be reused, so the signal reaches this process.
+	// Holding mu: the watcher cannot close the pidfd meanwhile. The pidfd
+	// names this process even if the reaper has reaped it and its pid was
+	// reused (then the signal fails with ESRCH); without one (an old
+	// kernel) the pid is signalled, which leaves that window open.
 	switch e.state {
-	case Created:
+	case Created, Starting:
 		return fmt.Errorf("exec %s not started: %w", e.id, ErrInvalidState)
-	case Stopped, Deleted:
+	case Stopped, Deleting, Deleted:
 		return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
 	}
-	if err := unix.Kill(e.pid, unix.Signal(sig)); err != nil {
+	if err := e.signalLocked(unix.Signal(sig)); err != nil {
 		if err == unix.ESRCH {
 			return fmt.Errorf("kill exec %s: %w", e.id, ErrFinished)
 		}
@@ -167,6 +219,13 @@ func (e *Exec) Kill(sig int) error {
 		return fmt.Errorf("kill exec %s: %w", e.id, err)
 	}
 	return nil
+}
+
+func (e *Exec) signalLocked(sig unix.Signal) error {
+	if e.pidfd >= 0 {
+		return unix.PidfdSendSignal(e.pidfd, sig, nil, 0)
+	}
+	return unix.Kill(e.pid, sig)
 }
 
 // Wait blocks until the exec has exited or ctx ends.
@@ -181,17 +240,16 @@ func (e *Exec) Wait(ctx context.Context) (Exit, error) {
 	}
 }
 
-// Delete forgets a Created or Stopped exec after its output has drained.
+// Delete forgets a Created or Stopped exec after its output has drained. It
+// claims Deleting first: a second Delete meanwhile is refused.
 func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 	e.mu.Lock()
-	s, io := e.state, e.io
-	// A Created exec whose Start is running (io set) is not deletable yet.
-	if s != Stopped && (s != Created || io != nil) {
+	s := e.state
+	if err := move(&e.state, Deleting); err != nil {
 		e.mu.Unlock()
 		return Exit{}, fmt.Errorf("cannot delete a %s exec: %w", s, ErrInvalidState)
 	}
-	e.state = Deleted
-	x := e.exit
+	io, x := e.io, e.exit
 	e.mu.Unlock()
 	if io != nil {
 		drainCtx, cancel := context.WithTimeout(ctx, ioDrainTimeout)
@@ -199,6 +257,15 @@ func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 		cancel()
 		_ = io.Close()
 	}
+	e.mu.Lock()
+	_ = move(&e.state, Deleted)
+	if s == Created {
+		// Never started, so never to exit: a Wait in flight returns, with
+		// the status of an exec that did not run.
+		e.exit = Exit{Status: 255, At: time.Now()}
+		close(e.done)
+	}
+	e.mu.Unlock()
 	return x, nil
 }
 

@@ -18,6 +18,10 @@ import (
 // its FIFOs after the process exited (containerd 2.x waits 10 s too).
 const ioDrainTimeout = 10 * time.Second
 
+// thawTimeout bounds the runtime's resume of a paused container whose init
+// has died.
+const thawTimeout = 30 * time.Second
+
 // InitConfig describes a container's init process.
 type InitConfig struct {
 	ID, Bundle   string
@@ -48,10 +52,18 @@ type Init struct {
 
 	restore *oci.RestoreOpts // set until Start when created from a checkpoint
 
-	mu    sync.Mutex // guards state, pid, exit, restore
-	state State
-	pid   int
-	exit  Exit
+	mu     sync.Mutex // guards the fields below
+	state  State      // changed only through move (state.go)
+	pid    int
+	exit   Exit
+	exited bool // exit is recorded
+	// ops counts runtime calls on the container in flight (Kill, Pause,
+	// Resume, Update, Checkpoint); opsIdle is closed when it drops to 0
+	// (nil while 0). Delete claims Deleting, which refuses new ones, and
+	// waits for these before it runs the runtime's delete: on cgroup v1 a
+	// "kill --all" freezes the cgroup, and a delete meanwhile fails.
+	ops     int
+	opsIdle chan struct{}
 
 	done chan struct{} // closed once the exit is recorded
 }
@@ -62,7 +74,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 	p := &Init{
 		id: cfg.ID, bundle: cfg.Bundle, factory: f, onExit: cfg.OnExit,
 		rt:   f.newRuntime(cfg.Runtime),
-		done: make(chan struct{}),
+		done: make(chan struct{}), state: Created,
 	}
 	shared, err := sharesPidNamespace(cfg.Bundle)
 	if err != nil {
@@ -97,7 +109,6 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 		}
 	}()
 
-	p.state = Created
 	if cfg.Checkpoint != "" {
 		// Restored at Start, as containerd's shim does: nothing runs yet.
 		p.restore = &oci.RestoreOpts{
@@ -154,11 +165,19 @@ func (p *Init) watch(exitc <-chan reaper.Exit) {
 	e := <-exitc
 	p.mu.Lock()
 	p.exit = Exit{Pid: e.Pid, Status: e.Status, At: e.At}
-	if p.state != Stopped && p.state != Deleted {
-		p.state = Stopped
+	p.exited = true
+	paused := p.state == Paused
+	if p.state.live() {
+		_ = move(&p.state, Stopped) // live states may always stop
+	}
+	if paused {
+		p.beginOpLocked() // a Delete waits for the thaw
 	}
 	p.mu.Unlock()
-	p.io.ProcessExited() // a terminal's output ends once the pty is drained
+	if paused {
+		p.thaw()
+	}
+	p.io.ProcessExited() // its output ends once its pipes or pty are drained
 	// Recorded before anyone learns of the exit: the delete action reports
 	// it if this shim dies before containerd deletes the task.
 	_ = saveExit(p.bundle, p.exit) // best effort: delete falls back to 137
@@ -192,16 +211,15 @@ func (p *Init) SharesPidNamespace() bool { return p.sharedPid }
 // Done is closed when the init has exited.
 func (p *Init) Done() <-chan struct{} { return p.done }
 
-// Start starts a Created init, or restores it from its checkpoint.
+// Start starts a Created init, or restores it from its checkpoint. It
+// claims Starting first, so a second Start or a Delete meanwhile is refused.
 func (p *Init) Start(ctx context.Context) error {
 	p.mu.Lock()
-	if p.state != Created {
-		s := p.state
+	if err := move(&p.state, Starting); err != nil {
 		p.mu.Unlock()
-		return fmt.Errorf("cannot start a %s process: %w", s, ErrInvalidState)
+		return fmt.Errorf("start %s: %w", p.id, err)
 	}
 	restore := p.restore
-	p.restore = nil
 	p.mu.Unlock()
 	var err error
 	if restore != nil {
@@ -213,27 +231,33 @@ func (p *Init) Start(ctx context.Context) error {
 	} else if err = p.rt.Start(ctx, p.id); err != nil {
 		err = runtimeError("start", err)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != Starting {
+		return err // the watcher has stopped it already
+	}
 	if err != nil {
+		_ = move(&p.state, Created)
 		return err
 	}
-	p.mu.Lock()
-	if p.state == Created { // the watcher may have stopped it already
-		p.state = Running
-	}
-	p.mu.Unlock()
-	return nil
+	p.restore = nil
+	return move(&p.state, Running)
 }
 
-// Kill signals the init, or every process of the container with all.
-func (p *Init) Kill(ctx context.Context, sig int, all bool) error {
+// CanExec returns ErrInvalidState if the container cannot take an exec now:
+// its init has exited, it is paused, or it was restored from a checkpoint
+// but not started (containerd's runc shim refuses all three). Anything else
+// is for the runtime's exec to judge.
+func (p *Init) CanExec() error {
 	p.mu.Lock()
-	s := p.state
-	p.mu.Unlock()
-	if (s == Stopped && !all) || s == Deleted {
-		return fmt.Errorf("kill: %w", ErrFinished)
-	}
-	if err := p.rt.Kill(ctx, p.id, sig, all); err != nil {
-		return runtimeError("kill", err)
+	defer p.mu.Unlock()
+	switch {
+	case p.state == Stopped || p.state == Deleting || p.state == Deleted:
+		return fmt.Errorf("cannot exec in a container that has exited: %w", ErrInvalidState)
+	case p.state == Paused:
+		return fmt.Errorf("cannot exec in a paused container: %w", ErrInvalidState)
+	case p.restore != nil:
+		return fmt.Errorf("cannot exec in a container restored from a checkpoint but not started: %w", ErrInvalidState)
 	}
 	return nil
 }
@@ -251,31 +275,32 @@ func (p *Init) Wait(ctx context.Context) (Exit, error) {
 }
 
 // Delete removes a Created or Stopped container: it lets the output drain,
-// runs the runtime's delete, closes the streams and unmounts the rootfs.
+// runs the runtime's delete, closes the streams and unmounts the rootfs. It
+// claims Deleting first: a second Delete meanwhile fails with
+// ErrInvalidState, and so does any Delete after this one succeeded.
 func (p *Init) Delete(ctx context.Context) (Exit, error) {
 	p.mu.Lock()
-	s := p.state
-	p.mu.Unlock()
-	p.mu.Lock()
+	from := p.state
+	if from == Deleting {
+		p.mu.Unlock()
+		return Exit{}, fmt.Errorf("delete %s: another delete is in progress: %w", p.id, ErrInvalidState)
+	}
+	if err := move(&p.state, Deleting); err != nil {
+		p.mu.Unlock()
+		return Exit{}, fmt.Errorf("cannot delete a %s process: %w", from, ErrInvalidState)
+	}
 	launched := p.pid > 0
+	idle := p.opsIdle
 	p.mu.Unlock()
-	switch {
-	case s == Created && !launched:
-		// A restore that never started: there is no runtime container.
-	case s == Created:
-		// Never started: the runtime kills the waiting init.
-		if err := p.rt.Delete(ctx, p.id, true); err != nil && !errors.Is(err, oci.ErrNotExist) {
-			return Exit{}, runtimeError("delete", err)
+	if err := p.deleteRuntime(ctx, from, launched, idle); err != nil {
+		p.mu.Lock()
+		back := Created
+		if p.exited {
+			back = Stopped
 		}
-		if _, err := p.Wait(ctx); err != nil {
-			return Exit{}, fmt.Errorf("wait for init after delete: %w", err)
-		}
-	case s == Stopped:
-		if err := p.rt.Delete(ctx, p.id, false); err != nil && !errors.Is(err, oci.ErrNotExist) {
-			return Exit{}, runtimeError("delete", err)
-		}
-	default:
-		return Exit{}, fmt.Errorf("cannot delete a %s process: %w", s, ErrInvalidState)
+		_ = move(&p.state, back) // Deleting may always go back
+		p.mu.Unlock()
+		return Exit{}, err
 	}
 	drainCtx, cancel := context.WithTimeout(ctx, ioDrainTimeout)
 	_ = p.io.Wait(drainCtx) // on timeout, what is still unread is dropped below
@@ -286,10 +311,40 @@ func (p *Init) Delete(ctx context.Context) (Exit, error) {
 		err = unmountRootfs(filepath.Join(p.bundle, "rootfs"))
 	}
 	p.mu.Lock()
-	p.state = Deleted
+	_ = move(&p.state, Deleted)
 	e := p.exit
 	p.mu.Unlock()
 	return e, err
+}
+
+// deleteRuntime waits for the runtime calls in flight (idle, or nil if
+// none), then removes the runtime's container of an init that was in state
+// from.
+func (p *Init) deleteRuntime(ctx context.Context, from State, launched bool, idle <-chan struct{}) error {
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("delete %s: wait for a runtime call in flight: %w", p.id, ctx.Err())
+		}
+	}
+	switch {
+	case from == Created && !launched:
+		// A restore that never started: there is no runtime container.
+	case from == Created:
+		// Never started: the runtime kills the waiting init.
+		if err := p.rt.Delete(ctx, p.id, true); err != nil && !errors.Is(err, oci.ErrNotExist) {
+			return runtimeError("delete", err)
+		}
+		if _, err := p.Wait(ctx); err != nil {
+			return fmt.Errorf("wait for init after delete: %w", err)
+		}
+	default: // Stopped
+		if err := p.rt.Delete(ctx, p.id, false); err != nil && !errors.Is(err, oci.ErrNotExist) {
+			return runtimeError("delete", err)
+		}
+	}
+	return nil
 }
 
 // Pids lists the container's processes.
@@ -303,43 +358,6 @@ func (p *Init) Pids(ctx context.Context) ([]int, error) {
 
 // CloseStdin gives up the shim's hold on the init's stdin.
 func (p *Init) CloseStdin() error { return p.io.CloseStdin() }
-
-// Pause freezes a Running container.
-func (p *Init) Pause(ctx context.Context) error {
-	return p.transition(ctx, Running, Paused, "pause", p.rt.Pause)
-}
-
-// Resume thaws a Paused container.
-func (p *Init) Resume(ctx context.Context) error {
-	return p.transition(ctx, Paused, Running, "resume", p.rt.Resume)
-}
-
-func (p *Init) transition(ctx context.Context, from, to State, op string, call func(context.Context, string) error) error {
-	p.mu.Lock()
-	if p.state != from {
-		s := p.state
-		p.mu.Unlock()
-		return fmt.Errorf("cannot %s a %s process: %w", op, s, ErrInvalidState)
-	}
-	p.mu.Unlock()
-	if err := call(ctx, p.id); err != nil {
-		return runtimeError(op, err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state == from {
-		return move(&p.state, to)
-	}
-	return nil
-}
-
-// Update changes the container's resources (LinuxResources JSON).
-func (p *Init) Update(ctx context.Context, resources []byte) error {
-	if err := p.rt.Update(ctx, p.id, resources); err != nil {
-		return runtimeError("update", err)
-	}
-	return nil
-}
 
 // stdioError classifies a failure to open the streams a request named: a
 // missing FIFO or directory is ErrNotFound, a malformed URI

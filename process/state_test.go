@@ -6,12 +6,14 @@ import (
 )
 
 func TestTransitions(t *testing.T) {
-	all := []State{Created, Running, Paused, Stopped, Deleted}
+	all := []State{Created, Starting, Running, Paused, Stopped, Deleting, Deleted}
 	want := map[[2]State]bool{
-		{Created, Running}: true, {Created, Stopped}: true, {Created, Deleted}: true,
+		{Created, Starting}: true, {Created, Stopped}: true, {Created, Deleting}: true,
+		{Starting, Running}: true, {Starting, Created}: true, {Starting, Stopped}: true,
 		{Running, Paused}: true, {Running, Stopped}: true,
 		{Paused, Running}: true, {Paused, Stopped}: true,
-		{Stopped, Deleted}: true,
+		{Stopped, Deleting}: true,
+		{Deleting, Deleted}: true, {Deleting, Created}: true, {Deleting, Stopped}: true,
 	}
 	for _, from := range all {
 		for _, to := range all {
@@ -28,7 +30,8 @@ func TestTransitions(t *testing.T) {
 			}
 		}
 	}
-	if Deleted.String() != "deleted" || State(42).String() != "State(42)" {
+	if Deleted.String() != "deleted" || Deleting.String() != "deleting" || Starting.String() != "starting" ||
+		State(42).String() != "State(42)" {
 		t.Error("String")
 	}
 }

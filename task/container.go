@@ -17,7 +17,15 @@ import (
 //   - a process's start event (TaskStart, TaskExecStarted) is published before
 //     its TaskExit, even when it exits before Start returns;
 //   - every exec's TaskExit is published before the init's TaskExit;
+//   - TaskCreate comes before anything else of the container: an init that
+//     dies during Create has its exit held until TaskCreate is queued, and
+//     the OOM watch starts only after it;
 //   - TaskDelete comes after the init's TaskExit (Delete needs a stopped init).
+//
+// The init counts as exited for State and Wait only once its TaskExit is
+// queued (initDone): while execs still run, it is reported running, as
+// containerd's runc shim does, so a client that acts on the init's exit
+// never sees an exec outlive it.
 //
 // Events are queued with Publisher.Publish, which never blocks, while c.mu is
 // held, so the queue order is the decision order.
@@ -42,6 +50,10 @@ type container struct {
 	initExited   bool          // the init's exit is known
 	pendingInit  *process.Exit // init exit held back until liveExecs is 0
 	initReported bool          // the init's TaskExit is queued
+	initDone     chan struct{} // closed when initReported becomes true
+	killing      bool          // killLeftovers runs: the init's exit waits for it
+	killRest     func()        // kills the container's processes; nil: killAll (tests replace it)
+	deleted      bool          // Delete has succeeded: nothing may watch its cgroup any more
 }
 
 // execEntry is an exec with the request that made it.
@@ -81,6 +93,27 @@ func (g *gate) endStart() *process.Exit {
 	e := g.held
 	g.held = nil
 	return e
+}
+
+// createInit runs create (the runtime's create; it returns the init) with
+// the init's exit held back, so TaskCreate is queued first.
+func (c *container) createInit(create func() (*process.Init, error), created func(*process.Init)) (*process.Init, error) {
+	c.mu.Lock()
+	c.initGate.beginStart()
+	c.mu.Unlock()
+	p, err := create() // the runtime runs with no lock held
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.initGate.endStart()
+		return nil, err
+	}
+	c.init = p
+	created(p) // queues TaskCreate
+	if e := c.initGate.endStart(); e != nil {
+		c.initExitLocked(*e)
+	}
+	return p, nil
 }
 
 // startInit runs start (the runtime's start; it returns the init's pid) with
@@ -144,21 +177,48 @@ func (c *container) onInitExit(e process.Exit) {
 }
 
 // initExitLocked reports the init's exit, or holds it until the execs'
-// exits are out. In a shared pid namespace the execs would outlive the init,
-// so they are killed (as the runc shim does).
+// exits are out. In a shared pid namespace the container's other processes
+// (execs, and whatever the init left behind) would outlive the init, so they
+// are killed first (as the runc shim does), and the exit waits for that.
 func (c *container) initExitLocked(e process.Exit) {
-	if c.liveExecs > 0 {
+	if c.sharedPid && !c.killing {
+		c.killing = true
 		c.pendingInit = &e
-		if c.sharedPid {
-			c.onDone(c.killAll)
-		}
+		c.onDone(c.killLeftovers)
+		return
+	}
+	if c.liveExecs > 0 || c.killing {
+		c.pendingInit = &e
 		return
 	}
 	c.publishInitExitLocked(e)
 }
 
+// killLeftovers kills what is left of a container whose init has exited in
+// a shared pid namespace, then releases the init's exit unless execs still
+// have theirs to report. It runs in the background, outside any lock.
+func (c *container) killLeftovers() {
+	if c.killRest != nil {
+		c.killRest()
+	} else {
+		c.killAll()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.killing = false
+	if c.liveExecs == 0 && c.pendingInit != nil {
+		c.publishInitExitLocked(*c.pendingInit)
+	}
+}
+
+// publishInitExitLocked queues the init's TaskExit, once: Delete may queue
+// it before the exit hook has run, which then finds it done.
 func (c *container) publishInitExitLocked(e process.Exit) {
+	if c.initReported {
+		return
+	}
 	c.initReported = true
+	close(c.initDone)
 	c.pendingInit = nil
 	c.pub.Publish("/tasks/exit", &events.TaskExit{
 		ContainerId: c.id, Id: c.id, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
@@ -185,9 +245,46 @@ func (c *container) execExitLocked(x *execEntry, e process.Exit) {
 // execGoneLocked counts one exec out; the last one releases a held init exit.
 func (c *container) execGoneLocked() {
 	c.liveExecs--
-	if c.liveExecs == 0 && c.pendingInit != nil {
+	if c.liveExecs == 0 && c.pendingInit != nil && !c.killing {
 		c.publishInitExitLocked(*c.pendingInit)
 	}
+}
+
+// waitInit blocks until the init's exit is reported (its TaskExit queued)
+// or ctx ends.
+func (c *container) waitInit(ctx context.Context) (process.Exit, error) {
+	select {
+	case <-c.initDone:
+	case <-ctx.Done():
+		return process.Exit{}, ctx.Err()
+	}
+	return c.init.Wait(ctx) // returns at once: the exit is recorded
+}
+
+// initStatus is the init's status as State reports it: an init whose exit is
+// not reported yet (execs still run) is still running.
+func (c *container) initStatus() (process.State, int, process.Exit) {
+	st, pid, e := c.init.Status()
+	c.mu.Lock()
+	reported := c.initReported
+	c.mu.Unlock()
+	if st == process.Stopped && !reported {
+		return process.Running, pid, process.Exit{}
+	}
+	return st, pid, e
+}
+
+// deletedLocked queues what a container's Delete reports: the init's
+// TaskExit if it is not out yet (the exit hook may not have run, or may
+// hold it for a Start in flight), then TaskDelete.
+func (c *container) deletedLocked(e process.Exit) {
+	if e.Pid > 0 {
+		c.initExited = true
+		c.publishInitExitLocked(e)
+	}
+	c.pub.Publish("/tasks/delete", &events.TaskDelete{
+		ContainerId: c.id, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
+	})
 }
 
 // killAll ends every process of a container whose init has exited in a

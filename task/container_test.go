@@ -19,14 +19,33 @@ import (
 
 // newTestContainer returns a container whose events land in a Publisher
 // that is never run, so the test reads its queue.
-func newTestContainer(shared bool) (*container, *Publisher, *[]string) {
+// Background work (onDone) is kept in the container's testBg until the
+// test runs it with runBg; killing the container's processes is recorded
+// there as "killAll".
+func newTestContainer(shared bool) (*container, *Publisher, *testBg) {
 	pub := NewPublisher("/nonexistent", "ns", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	var bg []string
+	bg := &testBg{}
 	c := &container{
-		id: "c1", pub: pub, sharedPid: shared, execs: make(map[string]*execEntry),
-		onDone: func(func()) { bg = append(bg, "killAll") },
+		id: "c1", pub: pub, sharedPid: shared, execs: make(map[string]*execEntry), initDone: make(chan struct{}),
+		onDone:   func(fn func()) { bg.fns = append(bg.fns, fn) },
+		killRest: func() { bg.names = append(bg.names, "killAll") },
 	}
-	return c, pub, &bg
+	return c, pub, bg
+}
+
+type testBg struct {
+	fns   []func()
+	names []string
+}
+
+// run runs the background work queued so far, outside the container's lock
+// as the Service does.
+func (b *testBg) run() {
+	fns := b.fns
+	b.fns = nil
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // published renders the queued events as "topic id", e.g. "/tasks/exit e1".
@@ -148,6 +167,23 @@ func TestEventOrdering(t *testing.T) {
 			c.onExecExit(x2, exitOf(137))
 			c.onExecExit(x1, exitOf(137))
 		}, []string{"start", "exec-started e1", "exec-started e2", "exit e2 137", "exit e1 137", "exit c1 7"}, []string{"killAll"}},
+		{"shared pid namespace, no execs: leftovers killed before the exit", true, func(c *container) {
+			startInit(c, nil, true)
+			c.onInitExit(e7)
+		}, []string{"start", "exit c1 7"}, []string{"killAll"}},
+		{"exit during create is held until TaskCreate", false, func(c *container) {
+			_, _ = c.createInit(func() (*process.Init, error) {
+				c.onInitExit(e7) // killed before Create returned
+				return nil, nil
+			}, func(*process.Init) { c.pub.Publish("/tasks/create", &events.TaskCreate{ContainerId: c.id}) })
+		}, []string{"/tasks/create", "exit c1 7"}, nil},
+		{"delete before the exit hook: TaskExit first, once", false, func(c *container) {
+			startInit(c, nil, true)
+			c.mu.Lock()
+			c.deletedLocked(e7) // the watcher has recorded the exit; its hook has not run yet
+			c.mu.Unlock()
+			c.onInitExit(e7)
+		}, []string{"start", "exit c1 7", "/tasks/delete"}, nil},
 		{"failed exec start releases the init exit", false, func(c *container) {
 			startInit(c, nil, true)
 			x := addExec(c, "e1")
@@ -164,13 +200,35 @@ func TestEventOrdering(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, pub, bg := newTestContainer(tc.shared)
 			tc.run(c)
+			bg.run()
 			if got := published(t, pub); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("events %q, want %q", got, tc.want)
 			}
-			if !reflect.DeepEqual(*bg, tc.wantBg) {
-				t.Fatalf("background %q, want %q", *bg, tc.wantBg)
+			if !reflect.DeepEqual(bg.names, tc.wantBg) {
+				t.Fatalf("background %q, want %q", bg.names, tc.wantBg)
 			}
 		})
+	}
+}
+
+// TestInitDoneWaitsForExecs: Wait and State see the init exited only once
+// its TaskExit is queued, after the execs' exits.
+func TestInitDoneWaitsForExecs(t *testing.T) {
+	c, _, _ := newTestContainer(false)
+	startInit(c, nil, true)
+	x := addExec(c, "e1")
+	startExecWith(c, x, nil, true)
+	c.onInitExit(exitOf(7))
+	select {
+	case <-c.initDone:
+		t.Fatal("init reported exited while an exec runs")
+	default:
+	}
+	c.onExecExit(x, exitOf(0))
+	select {
+	case <-c.initDone:
+	default:
+		t.Fatal("init not reported exited after the last exec's exit")
 	}
 }
 

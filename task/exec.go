@@ -31,6 +31,11 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("exec %q: %w", r.ExecId, err))
 	}
+	// Before c.mu, which must not wait for the init's lock. A pause that
+	// comes after the check is caught by the exec's Start.
+	if err := c.init.CanExec(); err != nil { // no TaskExecAdded for an exec that cannot start
+		return nil, toStatus(fmt.Errorf("exec %q in container %q: %w", r.ExecId, c.id, err))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.execs[r.ExecId]; ok {
@@ -73,6 +78,9 @@ func (c *container) startExec(ctx context.Context, id string) (int, error) {
 		return 0, fmt.Errorf("exec %q of container %q: %w", id, c.id, errNotFound)
 	case c.initExited:
 		c.mu.Unlock()
+		// Refused by the exec itself too (CanExec: the init has stopped),
+		// which ends it, so a Wait for it returns.
+		_, _ = x.p.Start(ctx)
 		return 0, fmt.Errorf("container %q has exited: %w", c.id, errPrecondition)
 	}
 	c.liveExecs++ // counted before it can exit, so the init's exit waits for it
@@ -95,13 +103,36 @@ func (c *container) deleteExec(ctx context.Context, id string) (*taskapi.DeleteR
 	return &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
 }
 
+// deleteExecs forgets the execs a client never deleted, once the container
+// is deleted: their streams (copiers, FIFO fds) would otherwise live as long
+// as the shim, which in a pod shim is the pod's life. They have all exited:
+// Delete refuses a container with running execs.
+func (c *container) deleteExecs(ctx context.Context) {
+	c.mu.Lock()
+	execs := make([]*execEntry, 0, len(c.execs))
+	for id, x := range c.execs {
+		execs = append(execs, x)
+		delete(c.execs, id)
+	}
+	c.mu.Unlock()
+	for _, x := range execs {
+		_, _ = x.p.Delete(ctx) // best effort: one being deleted already is closed by that Delete
+	}
+}
+
 // execPids maps the pids of started execs to their ids.
+// It takes each exec's lock after c.mu is released: c.mu is what the exit
+// hooks need, and must not wait for a process's lock.
 func (c *container) execPids() map[int]string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := make(map[int]string, len(c.execs))
+	execs := make(map[string]*process.Exec, len(c.execs))
 	for id, x := range c.execs {
-		if _, pid, _ := x.p.Status(); pid > 0 {
+		execs[id] = x.p
+	}
+	c.mu.Unlock()
+	m := make(map[int]string, len(execs))
+	for id, p := range execs {
+		if _, pid, _ := p.Status(); pid > 0 {
 			m[pid] = id
 		}
 	}

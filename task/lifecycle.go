@@ -55,7 +55,8 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		}
 	}()
 
-	c := &container{id: r.Id, ns: s.cfg.Namespace, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher, onDone: s.goBackground, execs: make(map[string]*execEntry)}
+	c := &container{id: r.Id, ns: s.cfg.Namespace, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher,
+		onDone: s.goBackground, execs: make(map[string]*execEntry), initDone: make(chan struct{})}
 	if s.cfg.Log != nil {
 		c.log = s.cfg.Log.With("id", r.Id)
 	}
@@ -63,35 +64,36 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	init, err := s.cfg.Processes.NewInit(ctx, process.InitConfig{
-		ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
-		IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
-			UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace, Log: c.log},
-		NoPivot:          opts.NoPivotRoot,
-		NoNewKeyring:     opts.NoNewKeyring,
-		Runtime:          s.runtimeConfig(r.Bundle, opts),
-		Checkpoint:       r.Checkpoint,
-		ParentCheckpoint: r.ParentCheckpoint,
-		CriuWorkPath:     opts.CriuWorkPath,
-		OnExit:           c.onInitExit,
+	init, err := c.createInit(func() (*process.Init, error) {
+		return s.cfg.Processes.NewInit(ctx, process.InitConfig{
+			ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
+			IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
+				UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace, Log: c.log},
+			NoPivot:          opts.NoPivotRoot,
+			NoNewKeyring:     opts.NoNewKeyring,
+			Runtime:          s.runtimeConfig(r.Bundle, opts),
+			Checkpoint:       r.Checkpoint,
+			ParentCheckpoint: r.ParentCheckpoint,
+			CriuWorkPath:     opts.CriuWorkPath,
+			OnExit:           c.onInitExit,
+		})
+	}, func(init *process.Init) {
+		c.sharedPid = init.SharesPidNamespace()
+		s.cfg.Publisher.Publish("/tasks/create", &events.TaskCreate{
+			ContainerId: r.Id, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(init.Pid()),
+			Io: &events.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		})
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	pid := init.Pid()
-	c.mu.Lock()
-	c.init = init
-	c.sharedPid = init.SharesPidNamespace()
-	s.watchCgroup(c, pid)
-	// Queued before the container is visible, so before any exit of it.
-	s.cfg.Publisher.Publish("/tasks/create", &events.TaskCreate{
-		ContainerId: r.Id, Bundle: r.Bundle, Rootfs: r.Rootfs, Checkpoint: r.Checkpoint, Pid: uint32(pid),
-		Io: &events.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-	})
-	c.mu.Unlock()
 	s.mu.Lock()
 	s.containers[r.Id] = c
 	s.mu.Unlock()
+	// After TaskCreate, so no TaskOOM can precede it; without c.mu, as it
+	// reads the cgroup files.
+	s.watchCgroup(c, pid)
 	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
 }
 
@@ -117,10 +119,11 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		return nil, toStatus(err)
 	}
 	c.mu.Lock()
-	if c.cg == nil {
+	watched := c.cg != nil
+	c.mu.Unlock()
+	if !watched {
 		s.watchCgroup(c, pid) // a restored container's pid exists only now
 	}
-	c.mu.Unlock()
 	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
 }
 
@@ -146,6 +149,10 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	c.deleteExecs(ctx)
+	c.mu.Lock()
+	c.deleted = true // a watchCgroup that Adds after this Removes itself
+	c.mu.Unlock()
 	if s.cfg.OOM != nil {
 		s.cfg.OOM.Remove(c.id) // idempotent; covers an exit that raced Add
 	}
@@ -153,14 +160,7 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	delete(s.containers, r.Id)
 	s.mu.Unlock()
 	c.mu.Lock()
-	if c.initExited && !c.initReported {
-		// An exit still held back (for execs, or a Start in flight) goes
-		// out now: TaskDelete never precedes the init's TaskExit.
-		c.publishInitExitLocked(e)
-	}
-	c.pub.Publish("/tasks/delete", &events.TaskDelete{
-		ContainerId: c.id, Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At),
-	})
+	c.deletedLocked(e) // TaskDelete never precedes the init's TaskExit
 	c.mu.Unlock()
 	return &taskapi.DeleteResponse{Pid: uint32(e.Pid), ExitStatus: uint32(e.Status), ExitedAt: timestamp(e.At)}, nil
 }
@@ -248,10 +248,13 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if c.cg == nil {
+	c.mu.Lock()
+	cg := c.cg // a restore's Start sets it
+	c.mu.Unlock()
+	if cg == nil {
 		return nil, toStatus(fmt.Errorf("container %q: no cgroup: %w", r.Id, errNotFound))
 	}
-	m, err := c.cg.Stats()
+	m, err := cg.Stats()
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("stats of %q: %w", r.Id, err))
 	}
@@ -263,7 +266,8 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 }
 
 // watchCgroup finds the container's cgroup from its init pid and starts
-// watching it for OOM kills, from Create on (so an OOM during start counts).
+// watching it for OOM kills (so an OOM during start counts). It runs without
+// c.mu: it reads cgroup files, and the OOM watcher's callback takes c.mu.
 // A container without a cgroup still runs; it just has no stats or OOMs.
 func (s *Service) watchCgroup(c *container, pid int) {
 	if s.cfg.Cgroups == nil || pid <= 0 {
@@ -274,13 +278,37 @@ func (s *Service) watchCgroup(c *container, pid int) {
 		s.cfg.Log.Warn("container cgroup not found", "id", c.id, "error", err)
 		return
 	}
-	c.cg = cg
-	if s.cfg.OOM == nil {
+	var oom OOMWatcher
+	if s.cfg.OOM != nil {
+		if err := s.cfg.OOM.Add(c.id, cg); err != nil {
+			s.cfg.Log.Warn("oom watch", "id", c.id, "error", err)
+		} else {
+			oom = s.cfg.OOM
+		}
+	}
+	c.mu.Lock()
+	c.cg, c.oom = cg, oom
+	deleted := c.deleted
+	c.mu.Unlock()
+	if deleted && oom != nil {
+		// Deleted while this ran: its Delete may have removed the watch
+		// before Add made it.
+		oom.Remove(c.id)
+	}
+}
+
+// ReportOOM queues TaskOOM for container id under the container's lock, so
+// it takes its place in the container's event order: after TaskCreate, and
+// before the TaskExit that the exit hook queues once OOMWatcher.Remove has
+// returned. The OOM watcher's callback calls it; an unknown id (deleted
+// meanwhile) is dropped.
+func (s *Service) ReportOOM(id string) {
+	c, err := s.get(id)
+	if err != nil {
+		s.cfg.Log.Warn("oom of an unknown container dropped", "id", id)
 		return
 	}
-	if err := s.cfg.OOM.Add(c.id, cg); err != nil {
-		s.cfg.Log.Warn("oom watch", "id", c.id, "error", err)
-		return
-	}
-	c.oom = s.cfg.OOM
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pub.Publish("/tasks/oom", &events.TaskOOM{ContainerId: id})
 }

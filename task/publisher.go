@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/leanshim/leanshim/proto/eventsapi"
 )
@@ -69,7 +71,10 @@ type Sender interface {
 //
 // None twice, none lost. An event leaves the queue only once containerd has
 // accepted it (Send returned nil), or when dropped as above, which never
-// happens to the event in flight. One duplicate window remains: if Forward
+// happens to the event in flight, or when containerd has refused it for good
+// maxRejections times in a row (a status such as InvalidArgument, never a
+// connection error or a timeout): one such event must not hold back every
+// event behind it forever. Rejected counts those. One duplicate window remains: if Forward
 // fails (say, its timeout fires) after containerd processed the event, the
 // retry delivers it again.
 //
@@ -86,6 +91,7 @@ type Publisher struct {
 	ended       bool             // Run has returned
 	queued      uint64           // events ever queued; the seq of the next one
 	dropped     uint64           // events ever dropped because their tier was full
+	rejected    uint64           // events dropped because containerd refused them for good
 	outageDrops [numTiers]uint64 // events dropped since the queue was last empty, by tier
 	progress    chan struct{}    // closed and replaced whenever the head changes or Run ends
 	wake        chan struct{}    // buffer 1: the queue grew or closed
@@ -185,7 +191,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		defer func() { _ = c.Close() }() // a connection or the like; nothing left to flush
 	}
 	defer p.end() // wake every Flush: nothing more will be delivered
-	failures := 0
+	failures, rejections := 0, 0
 	for {
 		p.mu.Lock()
 		head, ok := p.head()
@@ -208,11 +214,17 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 		err := p.send.Send(ctx, env)
 		if err == nil {
-			failures = 0
+			failures, rejections = 0, 0
 			p.delivered()
 			continue
 		}
 		failures++
+		if rejections = nextRejections(rejections, err); rejections >= maxRejections {
+			p.log.Error("event rejected by containerd for good: dropped", "topic", env.Topic, "attempts", failures, "error", err)
+			failures, rejections = 0, 0
+			p.reject()
+			continue
+		}
 		p.log.Warn("forward event", "topic", env.Topic, "attempt", failures, "error", err)
 		if err := sleep(ctx, backoff(failures)); err != nil {
 			p.lost()
@@ -221,8 +233,56 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-// delivered removes the event Run has delivered and, if that drained a
-// queue that dropped events, logs how many.
+// maxRejections is how many attempts in a row containerd must refuse an
+// event with a status that no retry changes (permanent) before Run drops
+// it. Until then a rejection is retried like any failure: a containerd that
+// is starting up may refuse what it accepts a moment later.
+const maxRejections = 3
+
+// nextRejections returns the count of consecutive permanent rejections of
+// the head event after an attempt that failed with err.
+func nextRejections(n int, err error) int {
+	if permanent(err) {
+		return n + 1
+	}
+	return 0
+}
+
+// permanent reports whether err is containerd refusing the event itself (a
+// status of a class that retrying cannot change), rather than containerd
+// being away or slow.
+func permanent(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
+		codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// reject removes the event containerd has refused for good, so the events
+// behind it are not held forever, and counts it.
+func (p *Publisher) reject() {
+	p.mu.Lock()
+	p.rejected++
+	p.mu.Unlock()
+	p.delivered()
+}
+
+// Rejected returns how many events containerd refused for good (see
+// maxRejections); each was logged when it was dropped.
+func (p *Publisher) Rejected() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rejected
+}
+
+// delivered removes the event Run has delivered (or dropped as rejected)
+// and, if that drained a queue that dropped events, logs how many.
 func (p *Publisher) delivered() {
 	p.mu.Lock()
 	p.pop()

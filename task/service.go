@@ -95,7 +95,7 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	var pid int
 	var e process.Exit
 	if r.ExecId == "" {
-		st, pid, e = c.init.Status()
+		st, pid, e = c.initStatus()
 		resp.Stdin, resp.Stdout, resp.Stderr, resp.Terminal = c.req.Stdin, c.req.Stdout, c.req.Stderr, c.req.Terminal
 	} else {
 		x, err := c.exec(r.ExecId)
@@ -108,7 +108,7 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	}
 	resp.Pid = uint32(pid)
 	resp.Status = wireStatus(st)
-	if st == process.Stopped || st == process.Deleted {
+	if st == process.Stopped || st == process.Deleting || st == process.Deleted {
 		resp.ExitStatus = uint32(e.Status)
 		resp.ExitedAt = timestamp(e.At)
 	}
@@ -166,7 +166,7 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 	}
 	var e process.Exit
 	if r.ExecId == "" {
-		e, err = c.init.Wait(ctx)
+		e, err = c.waitInit(ctx)
 	} else {
 		var x *execEntry
 		if x, err = c.exec(r.ExecId); err == nil {
@@ -234,13 +234,13 @@ var empty = &gogotypes.Empty{}
 
 func wireStatus(s process.State) tasktypes.Status {
 	switch s {
-	case process.Created:
+	case process.Created, process.Starting:
 		return tasktypes.Status_CREATED
 	case process.Running:
 		return tasktypes.Status_RUNNING
 	case process.Paused:
 		return tasktypes.Status_PAUSED
-	case process.Stopped, process.Deleted:
+	case process.Stopped, process.Deleting, process.Deleted:
 		return tasktypes.Status_STOPPED
 	}
 	return tasktypes.Status_UNKNOWN

@@ -16,7 +16,6 @@ import (
 
 	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/process"
-	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/taskapiv3"
 	"github.com/leanshim/leanshim/reaper"
@@ -72,23 +71,34 @@ func serve(cfg config) error {
 	default:
 		return errors.New("serve needs -id (task API) or -workdir (v1 runtime)")
 	}
+	// Caught, not ignored: a vanished peer is an error return, not death,
+	// and unlike SIG_IGN a handler is reset by execve(2), so the runtime,
+	// loggers and (through crun) containers start with SIGPIPE's default.
+	// Before startDaemon, which starts children. SIGPIPE is dropped below.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGPIPE)
+	defer signal.Stop(sigs)
 	l, err := daemonListener(cfg)
 	if err != nil {
 		f.log.Error("listen", "error", err)
 		return err
 	}
+	return serveOn(cfg, f, l, sigs)
+}
+
+// serveOn runs the daemon on l until the Shutdown rpc, a signal from sigs
+// or a failure of the server. It returns an error (and the shim exits
+// non-zero) only for the last.
+func serveOn(cfg config, f face, l net.Listener, sigs <-chan os.Signal) error {
 	d, err := startDaemon(cfg, f, l)
 	if err != nil {
 		_ = l.Close()
 		f.log.Error("start", "error", err)
 		return err
 	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
-	signal.Ignore(unix.SIGPIPE) // a vanished peer is an error return, not death
 	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
 	signaled := false
+	var serveErr error
 wait:
 	for {
 		select {
@@ -96,7 +106,10 @@ wait:
 			f.log.Info("shutdown requested")
 			break wait
 		case sig := <-sigs:
-			if sig == unix.SIGUSR1 {
+			switch sig {
+			case unix.SIGPIPE:
+				continue // the write that raised it got EPIPE
+			case unix.SIGUSR1:
 				dumpState(f.log) // for operators: kill -USR1 <shim pid>
 				continue
 			}
@@ -105,11 +118,12 @@ wait:
 			break wait
 		case err := <-d.serveErr:
 			f.log.Error("serve", "error", err)
+			serveErr = fmt.Errorf("serve: %w", err)
 			break wait
 		}
 	}
 	d.stop(signaled)
-	return nil
+	return serveErr // non-nil: the shim exits non-zero
 }
 
 // daemon is what serve runs. startDaemon starts its goroutines; stop ends
@@ -132,18 +146,17 @@ type daemon struct {
 }
 
 // watchOOM finds the cgroup hierarchy and starts the one OOM watcher of the
-// shim, whose reports become TaskOOM events. Without cgroups the shim runs
-// on, without stats and OOM events.
-func (d *daemon) watchOOM(ctx context.Context, evs task.Events) (*cgroup.Hierarchy, task.OOMWatcher) {
+// shim, whose reports go to report (the task service's ReportOOM, which
+// queues TaskOOM in the container's event order). Without cgroups the shim
+// runs on, without stats and OOM events.
+func (d *daemon) watchOOM(ctx context.Context, report func(id string)) (*cgroup.Hierarchy, task.OOMWatcher) {
 	close(d.oomDone) // reopened below if a watcher runs
 	hier, err := cgroup.Detect()
 	if err != nil {
 		d.log.Warn("no cgroup hierarchy: no stats or OOM events", "error", err)
 		return nil, nil
 	}
-	w, err := cgroup.NewOOMWatcher(func(id string) {
-		evs.Publish("/tasks/oom", &events.TaskOOM{ContainerId: id})
-	})
+	w, err := cgroup.NewOOMWatcher(report)
 	if err != nil {
 		d.log.Warn("no OOM watcher", "error", err)
 		return hier, nil
@@ -183,7 +196,9 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		_ = d.pub.Run(ctx)
 	}()
 	evs := f.events(d.pub)
-	hier, oom := d.watchOOM(ctx, evs)
+	// The watcher reports only containers the service has Added, so d.svc
+	// is set before the first report.
+	hier, oom := d.watchOOM(ctx, func(id string) { d.svc.ReportOOM(id) })
 	d.svc = task.New(task.Config{
 		Namespace: cfg.namespace,
 		Processes: process.NewFactory(r),
