@@ -100,6 +100,7 @@ func readyByteRequired(uri string) bool { return strings.HasPrefix(uri, "binary-
 // logger is a running binary:// logger process.
 type logger struct {
 	cmd *exec.Cmd
+	pid int // cmd.Process.Pid, read once: the reaper's Release resets it
 	t   loggerTimeouts
 
 	stopOnce sync.Once
@@ -209,7 +210,7 @@ func startLogger(cfg Config, t loggerTimeouts) (_ *logger, out, errw *os.File, r
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("log uri %q: start logger: %w", uri, err)
 	}
-	l := &logger{cmd: cmd, t: t, exited: make(chan struct{})}
+	l := &logger{cmd: cmd, pid: cmd.Process.Pid, t: t, exited: make(chan struct{})}
 	go l.reap(wait) // ends when the logger is reaped; stop bounds that by SIGKILL
 	files.closeTheirs()
 	if err := awaitReady(files.ours[fdReady], t.ready, l.exiting, readyByteRequired(uri)); err != nil {
@@ -301,7 +302,7 @@ func (l *logger) exiting() bool {
 	default:
 	}
 	// Not reaped yet (or only just), so the pid is still the logger's.
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(l.cmd.Process.Pid) + "/stat")
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(l.pid) + "/stat")
 	if err != nil {
 		return true // reaped meanwhile
 	}
