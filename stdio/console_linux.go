@@ -24,7 +24,7 @@ import (
 type console struct {
 	dir string   // private 0700 dir holding the socket; removed once used or closed
 	in  *os.File // read end of the stdin FIFO, or nil; closed by copyIn or close
-	out *output  // stdout FIFO, or nil; closed by copyOut or close
+	out sink     // where the terminal's output goes (stdout FIFO or a logger's pipe), or nil; closed by copyOut or close
 
 	mu      sync.Mutex        // guards the fields below
 	l       *net.UnixListener // the console socket until a master is received
@@ -55,11 +55,28 @@ func (p *Pipes) openConsole(cfg Config) (retErr error) {
 			return err
 		}
 	}
-	if cfg.Stdout != "" {
-		var err error
-		if c.out, err = openOutputFIFO(cfg.Stdout, "stdout", cfg); err != nil {
+	switch {
+	case isBinaryURI(cfg.Stdout):
+		// A logging program reads the terminal's output (nerdctl run -t,
+		// containerd's cio.TerminalBinaryIO): its stdout pipe is the sink,
+		// and its stderr, which a terminal never feeds, is closed at once.
+		l, out, errw, err := startLogger(cfg, defaultLoggerTimeouts())
+		if err != nil {
 			return err
 		}
+		if errw != nil {
+			_ = errw.Close() // the logger reads EOF there
+		}
+		p.logger = l
+		if out != nil {
+			c.out = pipeSink{out}
+		}
+	case cfg.Stdout != "":
+		o, err := openOutputFIFO(cfg.Stdout, "stdout", cfg)
+		if err != nil {
+			return err
+		}
+		c.out = o
 	}
 	p.con, p.stdinHold = c, hold
 	p.pending = 1 // copyOut; closeConsole stands in for it if it never runs

@@ -398,3 +398,48 @@ func TestConsoleCloseBeforeReceive(t *testing.T) {
 		t.Errorf("ReceiveConsole after Close: want os.ErrClosed; got %v", err)
 	}
 }
+
+// TestConsoleToLogger: a terminal whose output goes to a binary:// logger
+// (nerdctl run -t, containerd's cio.TerminalBinaryIO): the logger gets the
+// terminal's output on its fd 3 and EOF once the process has exited, its fd
+// 4 at once; stdin still comes from its FIFO.
+func TestConsoleToLogger(t *testing.T) {
+	dir := t.TempDir()
+	uri := copyLoggerURI(t, dir, "")
+	in := mkfifo(t, "in")
+	p, err := Open(Config{Terminal: true, Stdin: in, Stdout: uri, Stderr: uri, Start: execStarter, ID: "c1", Namespace: "ns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	stdin, err := os.OpenFile(in, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	master, slave := openPty(t, false)
+	receive(t, p, master)
+	if _, err := stdin.Write([]byte("typed")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFull(t, slave, 5); got != "typed" {
+		t.Errorf("process read %q, want %q", got, "typed")
+	}
+	if _, err := slave.Write([]byte("to the logger")); err != nil {
+		t.Fatal(err)
+	}
+	_ = slave.Close()
+	p.ProcessExited()
+	ctx, cancel := context.WithTimeout(t.Context(), consoleTestTimeout)
+	defer cancel()
+	if err := p.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	waitExited(t, p.logger, consoleTestTimeout) // it ends by itself at EOF on fd 3 and 4
+	if b, _ := os.ReadFile(filepath.Join(dir, "out")); string(b) != "to the logger" {
+		t.Errorf("logger's fd 3 got %q", b)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "err")); err != nil || len(b) != 0 {
+		t.Errorf("logger's fd 4 got %q, %v; want EOF and nothing", b, err)
+	}
+}

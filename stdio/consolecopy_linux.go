@@ -72,7 +72,7 @@ func (c *console) copyOut(p *Pipes) {
 		c.drain(*buf, write)
 	}
 	if c.out != nil {
-		c.out.finish() // the client reads EOF once it has the FIFO open
+		c.out.finish() // the client (or logger) reads EOF once it has the FIFO open
 	}
 }
 
@@ -128,3 +128,27 @@ func readRetry(fd int, buf []byte) (int, error) {
 		}
 	}
 }
+
+// sink is where a terminal's output goes: an output FIFO (*output, with its
+// reader policy) or a logging program's stdout pipe (pipeSink).
+type sink interface {
+	// Write writes b, blocking while the sink is full; an error ends the
+	// writing, not the reading of the terminal.
+	Write(b []byte) error
+	// finish ends the output: the reader gets EOF.
+	finish()
+	// close closes the sink's files.
+	close()
+}
+
+// pipeSink is a binary:// logger's stdout pipe. The logger reads it until
+// EOF; if it dies, writes fail with EPIPE and the copier drains the terminal.
+type pipeSink struct{ f *os.File }
+
+func (s pipeSink) Write(b []byte) error {
+	_, err := s.f.Write(b)
+	return err
+}
+
+func (s pipeSink) finish() { _ = s.f.Close() } // the logger reads EOF
+func (s pipeSink) close()  { _ = s.f.Close() } // either may close first

@@ -163,9 +163,10 @@ func (p *Pipes) Close() error {
 	for _, o := range p.outs {
 		o.close() // ends a copier still running, and the watch for a reader
 	}
-	p.logger.stop() // nil-safe; blocks at most loggerStopWait
-	// nil-safe; waits for the console's copiers
+	// nil-safe; waits for the console's copiers, which close a logger's
+	// pipe: before the logger is stopped, so that it can end by itself.
 	p.closeConsole()
+	p.logger.stop() // nil-safe; blocks at most loggerStopWait
 	return nil
 }
 
@@ -332,8 +333,8 @@ func (p *Pipes) Discarded() int64 {
 	for _, o := range p.outs {
 		n += o.total.Load()
 	}
-	if p.con != nil && p.con.out != nil {
-		n += p.con.out.total.Load()
+	if o, ok := p.consoleOutput(); ok {
+		n += o.total.Load()
 	}
 	return n
 }
@@ -389,3 +390,12 @@ func chown(f *os.File, cfg Config) error {
 }
 
 func isFileURI(s string) bool { return strings.HasPrefix(s, "file://") }
+
+// consoleOutput returns the terminal's output FIFO, if it has one.
+func (p *Pipes) consoleOutput() (*output, bool) {
+	if p.con == nil {
+		return nil, false
+	}
+	o, ok := p.con.out.(*output)
+	return o, ok
+}
