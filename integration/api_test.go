@@ -200,6 +200,30 @@ func (f *fakeContainerd) startShimWith(t *testing.T, id, bundle, binDir string, 
 	return s
 }
 
+// runSleeper creates and starts a container id running `sleep secs` in a new
+// shim and returns the shim; cleanup kills the container (and whatever it
+// left running), deletes it and shuts the shim down.
+func (f *fakeContainerd) runSleeper(t *testing.T, id, secs string) *shim {
+	t.Helper()
+	b := f.bundle(t, id, "/bin/sleep", secs)
+	s := f.startShim(t, id, b)
+	ctx := ctxT(t)
+	if _, err := s.task.Create(ctx, &taskapi.CreateTaskRequest{Id: id, Bundle: b}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.task.Start(ctx, &taskapi.StartRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := ctxT(t)
+		_, _ = s.task.Kill(ctx, &taskapi.KillRequest{Id: id, Signal: uint32(syscall.SIGKILL), All: true})
+		_, _ = s.task.Wait(ctx, &taskapi.WaitRequest{Id: id})
+		_, _ = s.task.Delete(ctx, &taskapi.DeleteRequest{Id: id})
+		_, _ = s.task.Shutdown(ctx, &taskapi.ShutdownRequest{Id: id})
+	})
+	return s
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)

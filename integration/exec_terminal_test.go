@@ -23,20 +23,8 @@ import (
 func TestExecTerminalFollowsRequest(t *testing.T) {
 	f := newFakeContainerd(t)
 	id := "exectty"
-	b := f.bundle(t, id, "/bin/sleep", "60")
-	s := f.startShim(t, id, b)
+	s := f.runSleeper(t, id, "60")
 	ctx := ctxT(t)
-	if _, err := s.task.Create(ctx, &taskapi.CreateTaskRequest{Id: id, Bundle: b}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.task.Start(ctx, &taskapi.StartRequest{Id: id}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = s.task.Kill(ctx, &taskapi.KillRequest{Id: id, Signal: uint32(syscall.SIGKILL), All: true})
-		_, _ = s.task.Wait(ctx, &taskapi.WaitRequest{Id: id})
-		_, _ = s.task.Delete(ctx, &taskapi.DeleteRequest{Id: id})
-	})
 	for _, tc := range []struct {
 		name, execID  string
 		request, spec bool

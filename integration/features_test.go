@@ -183,15 +183,8 @@ func TestCrunThroughRuntimeOptions(t *testing.T) {
 func TestUpdateResources(t *testing.T) {
 	f := newFakeContainerd(t)
 	id := "apiupdate"
-	b := f.bundle(t, id, "/bin/sleep", "1000")
-	s := f.startShim(t, id, b)
+	s := f.runSleeper(t, id, "1000")
 	ctx := ctxT(t)
-	if _, err := s.task.Create(ctx, &taskapi.CreateTaskRequest{Id: id, Bundle: b}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.task.Start(ctx, &taskapi.StartRequest{Id: id}); err != nil {
-		t.Fatal(err)
-	}
 	res := &gogotypes.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: []byte(`{"memory":{"limit":33554432}}`)}
 	if _, err := s.task.Update(ctx, &taskapi.UpdateTaskRequest{Id: id, Resources: res}); err != nil {
 		t.Fatal(err)

@@ -211,22 +211,8 @@ func TestLateReaderExec(t *testing.T) {
 	t.Parallel()
 	f := newFakeContainerd(t)
 	id := "lateexec"
-	b := f.bundle(t, id, "/bin/sleep", "1000")
-	s := f.startShim(t, id, b)
+	s := f.runSleeper(t, id, "1000")
 	ctx := ctxT(t)
-	if _, err := s.task.Create(ctx, &taskapi.CreateTaskRequest{Id: id, Bundle: b}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.task.Start(ctx, &taskapi.StartRequest{Id: id}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := ctxT(t)
-		_, _ = s.task.Kill(ctx, &taskapi.KillRequest{Id: id, Signal: 9})
-		_, _ = s.task.Wait(ctx, &taskapi.WaitRequest{Id: id})
-		_, _ = s.task.Delete(ctx, &taskapi.DeleteRequest{Id: id})
-		_, _ = s.task.Shutdown(ctx, &taskapi.ShutdownRequest{Id: id})
-	})
 	for _, terminal := range []bool{false, true} {
 		for _, tc := range lateCases {
 			t.Run(fmt.Sprintf("terminal=%v/%s", terminal, tc.name), func(t *testing.T) {
@@ -264,22 +250,8 @@ func TestExecLeavesChildHoldingOutput(t *testing.T) {
 	t.Parallel()
 	f := newFakeContainerd(t)
 	id := "bgchild"
-	b := f.bundle(t, id, "/bin/sleep", "1000")
-	s := f.startShim(t, id, b)
+	s := f.runSleeper(t, id, "1000")
 	ctx := ctxT(t)
-	if _, err := s.task.Create(ctx, &taskapi.CreateTaskRequest{Id: id, Bundle: b}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.task.Start(ctx, &taskapi.StartRequest{Id: id}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := ctxT(t)
-		_, _ = s.task.Kill(ctx, &taskapi.KillRequest{Id: id, Signal: 9, All: true})
-		_, _ = s.task.Wait(ctx, &taskapi.WaitRequest{Id: id})
-		_, _ = s.task.Delete(ctx, &taskapi.DeleteRequest{Id: id})
-		_, _ = s.task.Shutdown(ctx, &taskapi.ShutdownRequest{Id: id})
-	})
 	start := make(chan struct{})
 	close(start)
 	stdout, stderr, readers := lateFIFOs(t, f.dir, "bg", false, start)
