@@ -10,7 +10,12 @@ package integration
 //
 // Every nerdctl runs with its own --address, --namespace (the daemon's, so
 // the daemon's cleanup sees what a test left), --data-root and CNI config
-// dir, and `--net none`: no host network state is touched.
+// dir, and `--net none`: no host network state is touched. (A bridge
+// network does work here with Debian's containernetworking-plugins 1.1.1
+// in /usr/lib/cni, through either shim: the container gets its address and
+// reaches the gateway. But removing the containers left each one's NAT
+// chain in the host's iptables with both shims, which a test on a shared
+// machine must not do.)
 
 import (
 	"bytes"
