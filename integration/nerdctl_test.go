@@ -234,7 +234,7 @@ func TestNerdctl(t *testing.T) {
 		t.Fatalf("busybox image: %v", err)
 	}
 	n.must(t, "load", "-i", archive)
-	t.Logf("nerdctl %s, containerd 2.4.2, runtime %s", strings.TrimSpace(n.must(t, "--version")), suite.runtime)
+	t.Logf("%s, containerd 2.4.2, runtime %s", strings.TrimSpace(n.must(t, "--version")), suite.runtime)
 
 	for _, tc := range []struct {
 		name string
