@@ -46,6 +46,14 @@ crictl:
 	bash scripts/crictl.sh
 integration: crictl
 
+# nerdctl v2.0.5 (github.com/containerd/nerdctl/v2), built once from the Go
+# module proxy into the git-ignored .cache/bin, for the nerdctl integration
+# test (integration/nerdctl_test.go). Not `go install`: see the script.
+.PHONY: nerdctl
+nerdctl:
+	bash scripts/nerdctl.sh
+integration: nerdctl
+
 lint: check-imports
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

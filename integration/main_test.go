@@ -17,6 +17,8 @@
 //	                       containerd-shim-runc-v2 (default ../.cache/containerd-2.4.2/bin,
 //	                       where `make containerd24` puts them); only the tests that
 //	                       run containerd 2.4 need it (every_containerd_test.go)
+//	LEANSHIM_NERDCTL       nerdctl binary (default ../.cache/bin/nerdctl, where
+//	                       scripts/nerdctl.sh puts it); only TestNerdctl needs it
 //
 // Missing prerequisites (root, containerd, ctr, runc, a static /usr/bin/busybox,
 // the shim binary) make the whole package FAIL, never skip: a skipped

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -137,10 +138,18 @@ type termCtr struct {
 // ctr if it still runs and waits for it and for the reader.
 func startTermCtr(t *testing.T, d *daemon, args ...string) *termCtr {
 	t.Helper()
+	return startOnTerminal(t, d.flavor.ctr, d.ctrArgs(args), nil)
+}
+
+// startOnTerminal is startTermCtr for any client: bin with argv (after
+// argv[0]) and env (nil: the test's).
+func startOnTerminal(t *testing.T, bin string, argv, env []string) *termCtr {
+	t.Helper()
 	master, slave := openTerminal(t, 24, 80)
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	c := &termCtr{master: master, cancel: cancel, done: make(chan struct{}), read: make(chan struct{}), more: make(chan struct{}, 1)}
-	c.cmd = exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
+	c.cmd = exec.CommandContext(ctx, bin, argv...)
+	c.cmd.Env = env
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = slave, slave, slave
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0} // Ctty: ctr's fd 0
 	err := c.cmd.Start()
@@ -148,7 +157,7 @@ func startTermCtr(t *testing.T, d *daemon, args ...string) *termCtr {
 	if err != nil {
 		cancel()
 		_ = master.Close()
-		t.Fatalf("start ctr %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("start %s %s: %v", filepath.Base(bin), strings.Join(argv, " "), err)
 	}
 	go func() { // owned by c: cleanup waits for done
 		_ = c.cmd.Wait()
@@ -161,7 +170,7 @@ func startTermCtr(t *testing.T, d *daemon, args ...string) *termCtr {
 		_ = c.master.Close()
 		<-c.read
 		if t.Failed() {
-			t.Logf("terminal of ctr %s:\n%q", strings.Join(args, " "), c.text())
+			t.Logf("terminal of %s %s:\n%q", filepath.Base(bin), strings.Join(argv, " "), c.text())
 		}
 	})
 	return c
