@@ -277,11 +277,6 @@ func unmountRootfs(rootfs string) error {
 	return fmt.Errorf("unmount %s: still mounted after 64 unmounts", rootfs)
 }
 
-// UnmountRootfs unmounts <bundle>/rootfs. The shim's delete action uses it.
-func UnmountRootfs(bundle string) error {
-	return unmountRootfs(filepath.Join(bundle, "rootfs"))
-}
-
 // maxSymlinks is how many symlinks one path may go through, as the
 // kernel's limit (path_resolution(7)).
 const maxSymlinks = 40

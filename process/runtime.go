@@ -106,8 +106,8 @@ func ociStdio(f stdio.Files) oci.Stdio {
 // the shim's delete action can clean up from the bundle alone.
 const runtimeConfigFile = "leanshim-runtime.json"
 
-// SaveRuntimeConfig records c in the bundle.
-func SaveRuntimeConfig(bundle string, c RuntimeConfig) error {
+// saveRuntimeConfig records c in the bundle.
+func saveRuntimeConfig(bundle string, c RuntimeConfig) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
@@ -119,8 +119,8 @@ func SaveRuntimeConfig(bundle string, c RuntimeConfig) error {
 	return os.Rename(tmp, filepath.Join(bundle, runtimeConfigFile))
 }
 
-// LoadRuntimeConfig reads what SaveRuntimeConfig recorded.
-func LoadRuntimeConfig(bundle string) (RuntimeConfig, error) {
+// loadRuntimeConfig reads what saveRuntimeConfig recorded.
+func loadRuntimeConfig(bundle string) (RuntimeConfig, error) {
 	var c RuntimeConfig
 	b, err := os.ReadFile(filepath.Join(bundle, runtimeConfigFile))
 	if err != nil {
@@ -131,10 +131,6 @@ func LoadRuntimeConfig(bundle string) (RuntimeConfig, error) {
 	}
 	return c, nil
 }
-
-// NewRuntime returns a runtime client for c whose children the factory's
-// reaper waits for. The shim's delete action uses it.
-func (f *Factory) NewRuntime(c RuntimeConfig) Runtime { return f.newRuntime(c) }
 
 // sharesPidNamespace reports whether the bundle's spec runs the container in
 // a pid namespace it does not own (the host's or another container's): then
