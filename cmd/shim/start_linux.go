@@ -15,6 +15,7 @@ import (
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
 
+	"github.com/leanshim/leanshim/cgroup"
 	"github.com/leanshim/leanshim/proto/bootstrap"
 	"github.com/leanshim/leanshim/task"
 )
@@ -186,25 +187,15 @@ func adjustOOMScore(pid int) {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
 }
 
-// joinCgroup moves pid into the cgroup path in every hierarchy that has it
-// (cgroup v1 controllers, or the unified v2 tree).
+// joinCgroup moves pid into the cgroup path (containerd's shim_cgroup) in
+// every hierarchy that has it, as the cgroup package finds the hierarchies.
 func joinCgroup(pid int, path string) error {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", path, "cgroup.procs"))
-	if v2 := filepath.Join("/sys/fs/cgroup", path, "cgroup.procs"); fileExists(v2) {
-		dirs = append(dirs, v2)
+	h, err := cgroup.Detect()
+	if err != nil {
+		return fmt.Errorf("shim cgroup %q: %w", path, err)
 	}
-	if len(dirs) == 0 {
-		return fmt.Errorf("shim cgroup %q: not found", path)
-	}
-	for _, procs := range dirs {
-		if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0); err != nil {
-			return fmt.Errorf("shim cgroup %s: %w", procs, err)
-		}
-	}
-	return nil
+	return h.Join(pid, path)
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // writeAddress records the socket address in the bundle, exactly and without
 // a newline: containerd 1.6 reads it verbatim when it reconnects.
