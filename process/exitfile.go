@@ -21,17 +21,16 @@ type exitRecord struct {
 	Status    int       `json:"status"`
 }
 
-// saveExit records e in bundle, atomically (temp file + rename).
+// saveExit records e in bundle, atomically (writeBundleFile).
 func saveExit(bundle string, e Exit) error {
 	b, err := json.Marshal(exitRecord{Timestamp: e.At, Pid: e.Pid, Status: e.Status})
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bundle, "."+exitFile)
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeBundleFile(bundle, exitFile, b, 0o600); err != nil {
 		return fmt.Errorf("record exit: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(bundle, exitFile))
+	return nil
 }
 
 // errNoExit is returned by loadExit when the bundle holds no valid exit.

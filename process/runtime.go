@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/leanshim/leanshim/oci"
@@ -86,18 +84,6 @@ func runtimeError(op string, err error) error {
 	return fmt.Errorf("OCI runtime %s failed: %w", op, err)
 }
 
-func readPidFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("read pid file: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pid file %s holds %q", path, b)
-	}
-	return pid, nil
-}
-
 func ociStdio(f stdio.Files) oci.Stdio {
 	return oci.Stdio{Stdin: f.Stdin, Stdout: f.Stdout, Stderr: f.Stderr}
 }
@@ -112,11 +98,10 @@ func saveRuntimeConfig(bundle string, c RuntimeConfig) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bundle, "."+runtimeConfigFile)
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeBundleFile(bundle, runtimeConfigFile, b, 0o600); err != nil {
 		return fmt.Errorf("record runtime config: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(bundle, runtimeConfigFile))
+	return nil
 }
 
 // loadRuntimeConfig reads what saveRuntimeConfig recorded.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,11 +68,11 @@ func deleteResponse(e process.Exit) *taskapi.DeleteResponse {
 // removeDeadSocket removes the shim socket named in the bundle's address
 // file when no shim answers on it any more (the shim was killed).
 func removeDeadSocket(bundle string) {
-	b, err := os.ReadFile(filepath.Join(bundle, "address"))
+	address, err := process.ReadAddress(bundle)
 	if err != nil {
 		return
 	}
-	path := socketPath(string(b))
+	path := socketPath(address)
 	if !strings.HasPrefix(path, "/") || socketAlive(path) {
 		return
 	}

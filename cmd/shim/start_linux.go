@@ -16,6 +16,7 @@ import (
 	gogotypes "github.com/gogo/protobuf/types"
 
 	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/bootstrap"
 	"github.com/leanshim/leanshim/task"
 )
@@ -84,7 +85,7 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 	l, err := listen(address)
 	if errors.Is(err, errShimRunning) {
 		// Another container of the same group: its shim serves this one.
-		if err := writeAddress(bundle, address); err != nil {
+		if err := process.WriteAddress(bundle, address); err != nil {
 			return err
 		}
 		return printAddress(stdout, params, address)
@@ -93,7 +94,7 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	defer l.Close()
-	if err := writeAddress(bundle, address); err != nil {
+	if err := process.WriteAddress(bundle, address); err != nil {
 		_ = os.Remove(socketPath(address))
 		return err
 	}
@@ -195,16 +196,6 @@ func joinCgroup(pid int, path string) error {
 		return fmt.Errorf("shim cgroup %q: %w", path, err)
 	}
 	return h.Join(pid, path)
-}
-
-// writeAddress records the socket address in the bundle, exactly and without
-// a newline: containerd 1.6 reads it verbatim when it reconnects.
-func writeAddress(bundle, address string) error {
-	tmp := filepath.Join(bundle, ".address")
-	if err := os.WriteFile(tmp, []byte(address), 0o666); err != nil {
-		return fmt.Errorf("write address: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(bundle, "address"))
 }
 
 // groupID picks the socket's group: containers annotated with the same group
