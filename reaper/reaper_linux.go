@@ -162,9 +162,8 @@ func Release(cmd *exec.Cmd) {
 	}
 }
 
-// Poke makes the reap loop look for exits now. Tests use it; SIGCHLD does it
-// in production.
-func (r *Reaper) Poke() {
+// poke makes the reap loop look for exits now, as SIGCHLD does. Tests use it.
+func (r *Reaper) poke() {
 	select {
 	case r.wake <- struct{}{}:
 	default:

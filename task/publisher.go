@@ -65,9 +65,9 @@ type Sender interface {
 // as the newest are the most useful.
 //
 // The event Run is sending or retrying is never dropped. Nothing is
-// reordered: a dropped event just disappears from the sequence. Dropped
-// counts the drops of both tiers; the first drop of each tier in an outage
-// is logged, and so is the count when the queue next drains.
+// reordered: a dropped event just disappears from the sequence. The first
+// drop of each tier in an outage is logged, and so is the count of drops when
+// the queue next drains.
 //
 // None twice, none lost. An event leaves the queue only once containerd has
 // accepted it (Send returned nil), or when dropped as above, which never
@@ -99,15 +99,10 @@ type Publisher struct {
 
 var _ Events = (*Publisher)(nil)
 
-// NewPublisher returns a Publisher for the events service at addr (a socket
-// path; a unix:// prefix is accepted). Run must be started for events to
-// leave the shim.
-func NewPublisher(addr, ns string, log *slog.Logger) *Publisher {
-	return NewPublisherWith(TTRPCSender(addr), ns, log)
-}
-
-// NewPublisherWith returns a Publisher that delivers events through s.
-func NewPublisherWith(s Sender, ns string, log *slog.Logger) *Publisher {
+// NewPublisher returns a Publisher that delivers events of namespace ns
+// through s (TTRPCSender, or the legacy v1 shim's). Run must be started for
+// events to leave the shim.
+func NewPublisher(s Sender, ns string, log *slog.Logger) *Publisher {
 	return &Publisher{
 		send: s, ns: ns, log: log, eventQueue: newEventQueue(),
 		wake: make(chan struct{}, 1), progress: make(chan struct{}),
@@ -157,16 +152,6 @@ func (p *Publisher) pushLocked(env *eventsapi.Envelope, t tier) (firstDrop strin
 		return ""
 	}
 	return topic
-}
-
-// Dropped returns how many events have been dropped because their tier held
-// too many events while containerd was away: droppable events and exec exits
-// (see Publisher). Events published after Close or left over when Run's ctx
-// ends are logged but not counted here.
-func (p *Publisher) Dropped() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.dropped
 }
 
 // Close stops accepting events. Run delivers what is queued, then returns.

@@ -190,7 +190,7 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		defer close(d.reaperDone)
 		_ = r.Run(ctx)
 	}()
-	d.pub = task.NewPublisherWith(f.sender(r), cfg.namespace, f.log)
+	d.pub = task.NewPublisher(f.sender(r), cfg.namespace, f.log)
 	go func() { // owned by d: ends after pub.Close once the queue is empty, joined by stop
 		defer close(d.pubDone)
 		_ = d.pub.Run(ctx)
