@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,7 +99,7 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 		_ = os.Remove(socketPath(address))
 		return err
 	}
-	if err := spawnDaemon(cfg, bundle, l.File, params); err != nil {
+	if err := spawnDaemon(cfg, bundle, l, params); err != nil {
 		_ = os.Remove(socketPath(address))
 		return err
 	}
@@ -128,11 +129,12 @@ func printAddress(stdout io.Writer, params startParams, address string) error {
 	return err
 }
 
-// spawnDaemon starts this binary with no action: the serving daemon. The
-// listener is its fd 3; its stdio is /dev/null; it gets its own process
-// group so containerd's signals to start's group do not reach it.
-func spawnDaemon(cfg config, bundle string, file func() (*os.File, error), params startParams) error {
-	lf, err := file()
+// spawnDaemon starts this binary with no action: the serving daemon. A
+// duplicate of the listening socket l is its fd 3 (start's own copy is
+// closed on return); its stdio is /dev/null; it gets its own process group
+// so containerd's signals to start's group do not reach it.
+func spawnDaemon(cfg config, bundle string, l *net.UnixListener, params startParams) error {
+	lf, err := l.File() // a dup(2): the daemon makes its own listener of it
 	if err != nil {
 		return err
 	}
