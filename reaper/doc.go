@@ -15,9 +15,9 @@
 // an idle thread, and forks, waits and SIGCHLD are what make it start more
 // than an idle shim needs; so after each runtime command and each SIGCHLD the
 // reaper ends one surplus thread, never one whose child still runs (that
-// child's Pdeathsig would fire). OnDisposableThread gives code that changes
-// a thread for good (a mount made from another working directory) a thread
-// that ends afterwards, chosen by the same rule.
+// child's Pdeathsig would fire). Reaper.OnDisposableThread gives code that
+// changes a thread for good (a mount made from another working directory) a
+// thread that ends afterwards, chosen by the same rule.
 //
 // Exit status follows the shell convention: the exit code, or 128+signal for a
 // process killed by a signal (ExitStatus).
