@@ -61,9 +61,9 @@ type Events interface {
 // happens to the event in flight, or when containerd has refused it for good
 // maxRejections times in a row (a status such as InvalidArgument, never a
 // connection error or a timeout): one such event must not hold back every
-// event behind it forever. Rejected counts those. One duplicate window remains: if Forward
-// fails (say, its timeout fires) after containerd processed the event, the
-// retry delivers it again.
+// event behind it forever; each is logged. One duplicate window remains: if
+// Forward fails (say, its timeout fires) after containerd processed the
+// event, the retry delivers it again.
 //
 // Cost. Publish is O(1) amortised, and the drained queue holds no memory
 // (see eventQueue). Publisher starts no goroutine or timer of its own.
@@ -212,14 +212,6 @@ func (p *Publisher) reject() {
 	p.rejected++
 	p.mu.Unlock()
 	p.delivered()
-}
-
-// Rejected returns how many events containerd refused for good (see
-// maxRejections); each was logged when it was dropped.
-func (p *Publisher) Rejected() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.rejected
 }
 
 // delivered removes the event Run has delivered (or dropped as rejected)
