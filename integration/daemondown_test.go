@@ -72,6 +72,14 @@ func TestDaemonDown(t *testing.T) {
 		"sleep 10; x=a; while :; do x=$x$x; done"); r.code != 0 {
 		t.Fatalf("run -d: %v", r)
 	}
+	// The shims that publish the outage's /tasks/exit and /tasks/oom.
+	shims := map[string]int{}
+	for _, id := range []string{exits, oom} {
+		pid, _, _ := taskStatus(t, d, id)
+		if shims[id] = parentPid(pid); shims[id] <= 0 {
+			t.Fatalf("%s: no shim for task pid %d", id, pid)
+		}
+	}
 
 	// containerd goes away, and the ctr reading the FIFO with it. ctr dies
 	// first, by SIGKILL, as the CRI plugin does when containerd is killed:
@@ -97,7 +105,22 @@ func TestDaemonDown(t *testing.T) {
 		e, o := forwarded()
 		t.Fatalf("after the restart containerd got %d /tasks/exit and %d /tasks/oom; want 2 and 1", e, o)
 	}
-	time.Sleep(12 * time.Second) // longer than the shim's longest retry delay: a duplicate would show
+	// Their real status is reported. Removing the tasks also ends their
+	// shims, which flush their event queues first: once both shims are gone
+	// no retry of an outage event can still be pending, and the counts are
+	// final. (A fixed wait longer than the longest retry delay proved less.)
+	for id, want := range map[string]string{exits: "7", oom: "137"} {
+		r := d.ctr(t, "task", "rm", id)
+		if r.code != 0 || !strings.Contains(r.stderr, "non-zero exit code "+want) {
+			t.Errorf("%s: task rm: want exit status %s reported; got %v", id, want, r)
+		}
+		d.mustCtr(t, "container", "rm", id)
+	}
+	for id, shim := range shims {
+		if !poll(eventTimeout+10*time.Second, func() bool { return !shimAlive(shim) }) {
+			t.Fatalf("%s: shim %d still runs after its task was removed", id, shim)
+		}
+	}
 	if e, o := forwarded(); e != 2 || o != 1 {
 		t.Errorf("containerd got %d /tasks/exit and %d /tasks/oom; want each exactly once (2 and 1)", e, o)
 	}
@@ -128,13 +151,10 @@ func TestDaemonDown(t *testing.T) {
 
 	d.mustCtr(t, "task", "kill", "-s", "SIGKILL", chatty)
 	waitTaskStatus(t, d, chatty, "STOPPED")
-	for id, want := range map[string]string{chatty: "137", exits: "7", oom: "137"} {
-		r := d.ctr(t, "task", "rm", id)
-		if r.code != 0 || !strings.Contains(r.stderr, "non-zero exit code "+want) {
-			t.Errorf("%s: task rm: want exit status %s reported; got %v", id, want, r)
-		}
-		d.mustCtr(t, "container", "rm", id)
+	if r := d.ctr(t, "task", "rm", chatty); r.code != 0 || !strings.Contains(r.stderr, "non-zero exit code 137") {
+		t.Errorf("%s: task rm: want exit status 137 reported; got %v", chatty, r)
 	}
+	d.mustCtr(t, "container", "rm", chatty)
 	assertNoLeftovers(t, d, chatty, exits, oom)
 }
 

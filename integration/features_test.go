@@ -293,7 +293,11 @@ func TestPausedProcessesAreFrozen(t *testing.T) {
 	d.mustCtr(t, "task", "pause", id)
 	waitStatus(t, d, id, "PAUSED")
 	before := read()
-	time.Sleep(300 * time.Millisecond) // a running loop writes thousands of times in this span
+	// A window, not a wait on a condition: this checks an absence (the
+	// counter does not move), which no event announces. The window only
+	// sets how sensitive the check is, never whether it flakes: a running
+	// loop writes thousands of times in it, and a paused one never does.
+	time.Sleep(300 * time.Millisecond)
 	if after := read(); after != before {
 		t.Fatalf("the counter moved from %s to %s while paused", before, after)
 	}

@@ -334,7 +334,7 @@ func testOrphanAfterRestart(t *testing.T, d *daemon, grace time.Duration, forget
 }
 
 // deleteBehindContainerd deletes the task over the shim's own socket, with
-// the rpc of the face containerd used, as a containerd that dies right after
+// the rpc of the API containerd used, as a containerd that dies right after
 // would have.
 func deleteBehindContainerd(t *testing.T, d *daemon, id, sock string) {
 	t.Helper()

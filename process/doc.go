@@ -12,9 +12,12 @@
 // Delete waits for them before it runs the runtime's delete.
 //
 // Each process runs one exit-watcher goroutine from the moment its pid is
-// known until it is reaped; the watcher records the exit, moves the state to
-// Stopped (thawing an init that died paused), closes Done and then calls the
-// owner's OnExit hook. Nothing else in the package blocks on a process.
+// known until it is reaped; the watcher records the exit and moves the state
+// to Stopped. An Init's watcher then thaws it if it died paused, writes
+// exit.json, closes Done and calls the owner's OnExit hook. An Exec's calls
+// OnExit before it closes Done, so that a client which deletes the container
+// right after Wait returns finds the exec no longer counted as running.
+// Nothing else in the package blocks on a process.
 //
 // process knows nothing of protobuf, ttrpc or containerd's task API.
 package process

@@ -21,7 +21,8 @@ type ExecConfig struct {
 	Spec []byte // the OCI Process, as JSON
 	IO   IOConfig
 	// OnExit is called once, from the exit watcher, after the state is
-	// Stopped and Done is closed. It must not block.
+	// Stopped and before Done is closed, so the owner has counted the exit
+	// by the time a Wait returns. It must not block.
 	OnExit func(Exit)
 }
 

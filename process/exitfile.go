@@ -21,35 +21,34 @@ type exitRecord struct {
 	Status    int       `json:"status"`
 }
 
-// saveExit records e in bundle, atomically (temp file + rename).
+// saveExit records e in bundle, atomically (writeBundleFile).
 func saveExit(bundle string, e Exit) error {
 	b, err := json.Marshal(exitRecord{Timestamp: e.At, Pid: e.Pid, Status: e.Status})
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bundle, "."+exitFile)
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeBundleFile(bundle, exitFile, b, 0o600); err != nil {
 		return fmt.Errorf("record exit: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(bundle, exitFile))
+	return nil
 }
 
-// ErrNoExit is returned by LoadExit when the bundle holds no valid exit.
-var ErrNoExit = errors.New("no recorded exit")
+// errNoExit is returned by loadExit when the bundle holds no valid exit.
+var errNoExit = errors.New("no recorded exit")
 
-// LoadExit returns the init exit recorded in bundle, or an error wrapping
-// ErrNoExit (and the cause) when there is none or it is not valid.
-func LoadExit(bundle string) (Exit, error) {
+// loadExit returns the init exit recorded in bundle, or an error wrapping
+// errNoExit (and the cause) when there is none or it is not valid.
+func loadExit(bundle string) (Exit, error) {
 	b, err := os.ReadFile(filepath.Join(bundle, exitFile))
 	if err != nil {
-		return Exit{}, fmt.Errorf("%w: %w", ErrNoExit, err)
+		return Exit{}, fmt.Errorf("%w: %w", errNoExit, err)
 	}
 	var r exitRecord
 	if err := json.Unmarshal(b, &r); err != nil {
-		return Exit{}, fmt.Errorf("%w: parse %s: %w", ErrNoExit, exitFile, err)
+		return Exit{}, fmt.Errorf("%w: parse %s: %w", errNoExit, exitFile, err)
 	}
 	if r.Pid <= 0 || r.Status < 0 || r.Timestamp.IsZero() {
-		return Exit{}, fmt.Errorf("%w: invalid %s %s", ErrNoExit, exitFile, b)
+		return Exit{}, fmt.Errorf("%w: invalid %s %s", errNoExit, exitFile, b)
 	}
 	return Exit{Pid: r.Pid, Status: r.Status, At: r.Timestamp}, nil
 }

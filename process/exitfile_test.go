@@ -10,16 +10,16 @@ import (
 
 func TestExitFile(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := LoadExit(dir); !errors.Is(err, ErrNoExit) || !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("LoadExit of an empty bundle = %v, want ErrNoExit and ErrNotExist", err)
+	if _, err := loadExit(dir); !errors.Is(err, errNoExit) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("loadExit of an empty bundle = %v, want errNoExit and ErrNotExist", err)
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	if err := saveExit(dir, Exit{Pid: 42, Status: 3, At: at}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := LoadExit(dir)
+	e, err := loadExit(dir)
 	if err != nil || e.Pid != 42 || e.Status != 3 || !e.At.Equal(at) {
-		t.Fatalf("LoadExit = %+v, %v", e, err)
+		t.Fatalf("loadExit = %+v, %v", e, err)
 	}
 	// The shape containerd 2.x's runc shim writes (go-runc Exit).
 	b, _ := os.ReadFile(filepath.Join(dir, "exit.json"))
@@ -30,8 +30,8 @@ func TestExitFile(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "exit.json"), []byte(bad), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadExit(dir); !errors.Is(err, ErrNoExit) {
-			t.Errorf("LoadExit(%s) = %v, want ErrNoExit", bad, err)
+		if _, err := loadExit(dir); !errors.Is(err, errNoExit) {
+			t.Errorf("loadExit(%s) = %v, want errNoExit", bad, err)
 		}
 	}
 }

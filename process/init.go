@@ -81,7 +81,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 		return nil, fmt.Errorf("%w: %w", err, ErrInvalidArgument)
 	}
 	p.sharedPid = shared
-	if err := SaveRuntimeConfig(cfg.Bundle, cfg.Runtime); err != nil {
+	if err := saveRuntimeConfig(cfg.Bundle, cfg.Runtime); err != nil {
 		return nil, err
 	}
 	rootfs := filepath.Join(cfg.Bundle, "rootfs")
@@ -137,7 +137,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 func (p *Init) launch(ctx context.Context, op string, run func(stdio oci.Stdio, consoleSocket, pidFile string) error) error {
 	tr := p.factory.reaper.Track()
 	defer tr.Close()
-	pidFile := filepath.Join(p.bundle, "init.pid")
+	pidFile := filepath.Join(p.bundle, initPidFile)
 	err := run(ociStdio(p.io.Child()), p.io.ConsoleSocket(), pidFile)
 	p.io.CloseChild()
 	if err != nil {

@@ -59,16 +59,19 @@ func parseOptions(opts []string) (flags uintptr, data string) {
 
 // mounter mounts a container's rootfs. run runs a mount helper program
 // (mount.fuse, mount.fuse3) to its end and returns its combined output;
-// start starts a user namespace holder (openUserns). The Factory's go
-// through the reaper, the shim's only wait4 caller.
+// start starts a user namespace holder (openUserns); onThread runs a mount
+// that changes its thread's working directory on a thread that then ends
+// (mountIn). The Factory's go through the reaper, the shim's only wait4
+// caller, which also knows the threads that must not end.
 type mounter struct {
-	run   func(ctx context.Context, cmd *exec.Cmd) ([]byte, error)
-	start stdio.Starter
+	run      func(ctx context.Context, cmd *exec.Cmd) ([]byte, error)
+	start    stdio.Starter
+	onThread func(fn func())
 }
 
 // mountRootfs mounts ms onto rootfs with the Factory's helper runners.
 func (f *Factory) mountRootfs(ctx context.Context, rootfs string, ms []Mount) error {
-	return mounter{run: f.runHelper, start: f.starter()}.mountAll(ctx, rootfs, ms)
+	return mounter{run: f.runHelper, start: f.starter(), onThread: f.reaper.OnDisposableThread}.mountAll(ctx, rootfs, ms)
 }
 
 // runHelper runs cmd through the reaper; a non-zero exit is an error.
@@ -164,7 +167,7 @@ func (mr mounter) mountOne(ctx context.Context, m Mount, target, name, scratch s
 		defer func() { _ = dev.Close() }()
 		source = dev.Name()
 	}
-	if err := mountIn(chdir, source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
+	if err := mr.mountIn(chdir, source, target, m.Type, flags&^unix.MS_RDONLY|readonlyUnlessBind(flags), data); err != nil {
 		return fmt.Errorf("mount %s on %s (type %q, options %q): %w", m.Source, name, m.Type, strings.Join(m.Options, ","), err)
 	}
 	return afterMount(m, target, name, flags, userns)
@@ -275,11 +278,6 @@ func unmountRootfs(rootfs string) error {
 		}
 	}
 	return fmt.Errorf("unmount %s: still mounted after 64 unmounts", rootfs)
-}
-
-// UnmountRootfs unmounts <bundle>/rootfs. The shim's delete action uses it.
-func UnmountRootfs(bundle string) error {
-	return unmountRootfs(filepath.Join(bundle, "rootfs"))
 }
 
 // maxSymlinks is how many symlinks one path may go through, as the

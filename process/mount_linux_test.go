@@ -12,10 +12,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/reaper"
 )
 
 // execMounter runs mount helpers with os/exec: nothing else reaps in the
-// test process.
+// test process. Its disposable threads come from a reaper that never runs
+// nor starts anything, so it avoids only the main thread.
 var execMounter = mounter{
 	run: func(_ context.Context, cmd *exec.Cmd) ([]byte, error) { return cmd.CombinedOutput() },
 	start: func(cmd *exec.Cmd) (func(), error) {
@@ -24,6 +27,16 @@ var execMounter = mounter{
 		}
 		return func() { _ = cmd.Wait() }, nil
 	},
+	onThread: threadReaper().OnDisposableThread,
+}
+
+// threadReaper is a Reaper used only for its OnDisposableThread.
+func threadReaper() *reaper.Reaper {
+	r, err := reaper.New(reaper.Config{})
+	if err != nil {
+		panic(err) // without Subreaper, New cannot fail
+	}
+	return r
 }
 
 // needRoot fails, not skips, when the tests cannot mount: `make test` runs

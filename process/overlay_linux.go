@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/leanshim/leanshim/reaper"
 )
 
 // pageSize bounds a mount's data: mount(2) copies at most one page of it, so
@@ -93,18 +91,18 @@ func commonPrefix(a, b string) string {
 // the mount runs on a thread of its own that gives itself a private
 // fs_struct with unshare(CLONE_FS) (unshare(2); allowed in a threaded
 // process, unlike CLONE_NEWUSER), chdirs and mounts, and then ends
-// (reaper.OnDisposableThread), so the changed cwd dies with it and no other
-// goroutine ever runs there. That thread is never one that forked a child
+// (mr.onThread: the reaper's OnDisposableThread), so the changed cwd dies
+// with it and no other goroutine ever runs there. That thread is never one that forked a child
 // still running with Pdeathsig (a runtime command of another request):
 // ending it would kill that child. No process is forked, so there is
 // nothing to reap. containerd 2.x mounts on a locked thread too (without
 // the fork-thread check); 1.6 forked a helper.
-func mountIn(dir, source, target, fstype string, flags uintptr, data string) error {
+func (mr mounter) mountIn(dir, source, target, fstype string, flags uintptr, data string) error {
 	if dir == "" {
 		return unix.Mount(source, target, fstype, flags, data)
 	}
 	var err error
-	reaper.OnDisposableThread(func() {
+	mr.onThread(func() {
 		if err = unix.Unshare(unix.CLONE_FS); err != nil {
 			return
 		}

@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/leanshim/leanshim/oci"
@@ -86,18 +84,6 @@ func runtimeError(op string, err error) error {
 	return fmt.Errorf("OCI runtime %s failed: %w", op, err)
 }
 
-func readPidFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("read pid file: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pid file %s holds %q", path, b)
-	}
-	return pid, nil
-}
-
 func ociStdio(f stdio.Files) oci.Stdio {
 	return oci.Stdio{Stdin: f.Stdin, Stdout: f.Stdout, Stderr: f.Stderr}
 }
@@ -106,21 +92,20 @@ func ociStdio(f stdio.Files) oci.Stdio {
 // the shim's delete action can clean up from the bundle alone.
 const runtimeConfigFile = "leanshim-runtime.json"
 
-// SaveRuntimeConfig records c in the bundle.
-func SaveRuntimeConfig(bundle string, c RuntimeConfig) error {
+// saveRuntimeConfig records c in the bundle.
+func saveRuntimeConfig(bundle string, c RuntimeConfig) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bundle, "."+runtimeConfigFile)
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeBundleFile(bundle, runtimeConfigFile, b, 0o600); err != nil {
 		return fmt.Errorf("record runtime config: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(bundle, runtimeConfigFile))
+	return nil
 }
 
-// LoadRuntimeConfig reads what SaveRuntimeConfig recorded.
-func LoadRuntimeConfig(bundle string) (RuntimeConfig, error) {
+// loadRuntimeConfig reads what saveRuntimeConfig recorded.
+func loadRuntimeConfig(bundle string) (RuntimeConfig, error) {
 	var c RuntimeConfig
 	b, err := os.ReadFile(filepath.Join(bundle, runtimeConfigFile))
 	if err != nil {
@@ -131,10 +116,6 @@ func LoadRuntimeConfig(bundle string) (RuntimeConfig, error) {
 	}
 	return c, nil
 }
-
-// NewRuntime returns a runtime client for c whose children the factory's
-// reaper waits for. The shim's delete action uses it.
-func (f *Factory) NewRuntime(c RuntimeConfig) Runtime { return f.newRuntime(c) }
 
 // sharesPidNamespace reports whether the bundle's spec runs the container in
 // a pid namespace it does not own (the host's or another container's): then

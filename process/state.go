@@ -82,14 +82,14 @@ func canMove(from, to State) bool {
 	return false
 }
 
-// move is the one transition function: it sets *from to to if the table
-// allows it, and otherwise returns ErrInvalidState naming both states. The
-// caller holds the lock that guards *from.
-func move(from *State, to State) error {
-	if !canMove(*from, to) {
-		return fmt.Errorf("process is %s, cannot become %s: %w", *from, to, ErrInvalidState)
+// move is the one transition function: it changes the state at cur to to if
+// the table allows it, and otherwise returns ErrInvalidState naming both
+// states. The caller holds the lock that guards *cur.
+func move(cur *State, to State) error {
+	if !canMove(*cur, to) {
+		return fmt.Errorf("process is %s, cannot become %s: %w", *cur, to, ErrInvalidState)
 	}
-	*from = to
+	*cur = to
 	return nil
 }
 

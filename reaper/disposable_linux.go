@@ -12,18 +12,18 @@ import (
 // fn has.
 //
 // The thread is never the main thread (the runtime would park it for good
-// instead of ending it) nor one that forked a child Start started and no
-// reaper has reaped: ending that would fire the child's Pdeathsig (prctl(2)
+// instead of ending it) nor one that forked a child r.Start started and r
+// has not reaped: ending that would fire the child's Pdeathsig (prctl(2)
 // PR_SET_PDEATHSIG is tied to the forking thread), killing, for instance, a
 // runtime command another request is running. A goroutine that finds itself
 // on such a thread starts the next try, holds the thread until that try has
 // locked another one, then unlocks it and returns, leaving it alive.
-func OnDisposableThread(fn func()) {
+func (r *Reaper) OnDisposableThread(fn func()) {
 	done := make(chan struct{})
 	// Joined by the receive below: exactly one try closes done.
 	go func() {
 		runtime.LockOSThread()
-		disposable(fn, done, forks.forked)
+		disposable(fn, done, r.forks.forked)
 	}()
 	<-done
 }

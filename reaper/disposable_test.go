@@ -74,7 +74,7 @@ func TestOnDisposableThreadKeepsChildren(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				OnDisposableThread(func() { _ = unix.Unshare(unix.CLONE_FS) })
+				r.OnDisposableThread(func() { _ = unix.Unshare(unix.CLONE_FS) })
 			}
 		}
 	}()

@@ -27,10 +27,13 @@ type Exit struct {
 type Reaper struct {
 	log *slog.Logger
 
-	mu       sync.Mutex            // guards waiters and trackers; taken before forks.mu
+	mu       sync.Mutex            // guards waiters, trackers and stopped; taken before forks.mu
 	waiters  map[int]chan Exit     // pid -> channel (buffer 1) of a claimed or started process
 	trackers map[*Tracker]struct{} // open trackers: receive exits of pids nobody waits for yet
 	wake     chan struct{}         // SIGCHLD, or a test poke; buffer 1
+	forks    forkThreads           // which thread forked each child Start started
+	stopped  bool                  // Run has returned or is returning
+	sheds    sync.WaitGroup        // shedThread goroutines in flight; Run waits for them
 
 	idleThreads int // shedThread leaves this many OS threads; 0: it never sheds
 }
@@ -61,6 +64,7 @@ func New(cfg Config) (*Reaper, error) {
 		waiters:  make(map[int]chan Exit),
 		trackers: make(map[*Tracker]struct{}),
 		wake:     make(chan struct{}, 1),
+		forks:    forkThreads{byPid: make(map[int]int), byTid: make(map[int]int)},
 
 		idleThreads: idleThreads,
 	}, nil
@@ -70,7 +74,8 @@ func New(cfg Config) (*Reaper, error) {
 // must be called once; the caller owns the goroutine and waits for Run to
 // return. Signals coalesce, so every wake-up reaps until no child is left
 // waiting (wait4 returns 0 or ECHILD). After each wake-up it sheds a thread
-// that handling the signal may have added (shedThread).
+// that handling the signal may have added (shedThread); before it returns it
+// waits for the sheds in flight, and no shed starts afterwards.
 func (r *Reaper) Run(ctx context.Context) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGCHLD)
@@ -81,6 +86,10 @@ func (r *Reaper) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			r.reap()
+			r.mu.Lock()
+			r.stopped = true // no shed starts after this
+			r.mu.Unlock()
+			r.sheds.Wait()
 			return nil
 		case <-sigs:
 		case <-r.wake:
@@ -109,7 +118,7 @@ func (r *Reaper) reap() {
 func (r *Reaper) deliver(e Exit) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	forks.forget(e.Pid)
+	r.forks.forget(e.Pid)
 	if ch, ok := r.waiters[e.Pid]; ok {
 		delete(r.waiters, e.Pid)
 		ch <- e // buffer 1, one exit per registration: never blocks
@@ -148,7 +157,7 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	pid := cmd.Process.Pid
 	r.mu.Lock()
 	if _, reaped := t.exits[pid]; !reaped { // a reaped child has nothing to lose
-		forks.record(pid, unix.Gettid())
+		r.forks.record(pid, unix.Gettid())
 	}
 	r.mu.Unlock()
 	return t.Claim(pid), nil
@@ -162,9 +171,8 @@ func Release(cmd *exec.Cmd) {
 	}
 }
 
-// Poke makes the reap loop look for exits now. Tests use it; SIGCHLD does it
-// in production.
-func (r *Reaper) Poke() {
+// poke makes the reap loop look for exits now, as SIGCHLD does. Tests use it.
+func (r *Reaper) poke() {
 	select {
 	case r.wake <- struct{}{}:
 	default:

@@ -151,7 +151,7 @@ func waitReaped(t *testing.T, r *Reaper, tr *Tracker, pidFile string) {
 		if ok {
 			return
 		}
-		r.Poke()
+		r.poke()
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("pid %d never reaped", pid)
@@ -211,7 +211,7 @@ func TestClosedTrackerDrops(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("zombie children left behind")
 		}
-		r.Poke()
+		r.poke()
 		time.Sleep(time.Millisecond)
 	}
 }

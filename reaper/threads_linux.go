@@ -36,21 +36,30 @@ const shedDelay = time.Millisecond
 // thread that started a child that has not been reaped: the child's
 // Pdeathsig is tied to the thread that forked it (prctl(2)
 // PR_SET_PDEATHSIG), so the thread's end would kill it (Start records those
-// threads in forks; a child with Pdeathsig must be started by Start). Only
+// threads in r.forks; a child with Pdeathsig must be started by Start). Only
 // RunCmd and the reap loop call it, after activity: it never wakes an idle
 // shim.
 func (r *Reaper) shedThread() {
 	if r.idleThreads <= 0 || liveThreads() <= r.idleThreads {
 		return
 	}
-	// Not joined: it ends within shedDelay, holds no lock and owns nothing.
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	r.sheds.Add(1)
+	r.mu.Unlock()
+	// Joined by Run before it returns: a shed still pending then would
+	// check this Reaper's forks while the next Reaper (a test's) forks.
 	go func() {
+		defer r.sheds.Done()
 		time.Sleep(shedDelay)
 		if liveThreads() <= r.idleThreads {
 			return
 		}
 		runtime.LockOSThread()
-		if tid := unix.Gettid(); tid == unix.Getpid() || forks.forked(tid) {
+		if tid := unix.Gettid(); tid == unix.Getpid() || r.forks.forked(tid) {
 			runtime.UnlockOSThread()
 			return
 		}
@@ -58,13 +67,11 @@ func (r *Reaper) shedThread() {
 	}()
 }
 
-// forks records which thread started each child that Start started and no
-// reaper has reaped yet. It is package state, not a Reaper's, because what
-// it guards is process-wide: any Reaper's shedThread may end any thread of
-// the process, and a child's Pdeathsig fires when the thread that forked it
-// ends, whichever Reaper started it.
-var forks = forkThreads{byPid: make(map[int]int), byTid: make(map[int]int)}
-
+// forkThreads records which thread started each child that Start started and
+// the reaper has not reaped yet. A Reaper's own is enough although what it
+// guards is process-wide (shedThread may end any thread of the process, and
+// a child's Pdeathsig fires when the thread that forked it ends): a process
+// has one Reaper, as two would reap each other's children (wait4(-1)).
 type forkThreads struct {
 	mu    sync.Mutex  // guards byPid and byTid; taken after a Reaper's mu
 	byPid map[int]int // child pid -> id of the thread that forked it

@@ -23,7 +23,7 @@ import (
 // test runs it with runBg; killing the container's processes is recorded
 // there as "killAll".
 func newTestContainer(shared bool) (*container, *Publisher, *testBg) {
-	pub := NewPublisher("/nonexistent", "ns", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pub := NewPublisher(TTRPCSender("/nonexistent"), "ns", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	bg := &testBg{}
 	c := &container{
 		id: "c1", pub: pub, sharedPid: shared, execs: make(map[string]*execEntry), initDone: make(chan struct{}),

@@ -6,5 +6,8 @@
 // that serves containerd 1.6's v1 shim API by calling that same Service.
 //
 // Wire types stop here: process, stdio and the rest never see a proto type.
-// task makes no syscalls, runs no runtime binary and copies no IO.
+// task runs no runtime binary, copies no IO and makes no process, mount or
+// cgroup syscall: it reaches the kernel through process and cgroup. Its only
+// system calls of its own read its input (a runtime options file named by
+// config_path, readConfigFile) and its pid (Connect).
 package task

@@ -138,7 +138,7 @@ func (h *fuzzHarness) up() error {
 	h.cancel = cancel
 	h.bg.Go(func() { _ = r.Run(ctx) }) // stopped by cancel, joined by close
 	log := slog.New(slog.DiscardHandler)
-	h.pub = NewPublisherWith(fuzzDiscard{}, "fuzz", log)
+	h.pub = NewPublisher(fuzzDiscard{}, "fuzz", log)
 	h.bg.Go(func() { _ = h.pub.Run(ctx) }) // ends after pub.Close, joined by close
 	h.events = &fuzzEvents{pub: h.pub, exits: make(map[string]chan struct{})}
 	h.svc = New(Config{Namespace: "fuzz", Processes: process.NewFactory(r), Publisher: h.events, Log: log})

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -17,11 +16,6 @@ import (
 	"github.com/leanshim/leanshim/proto/runctypes"
 	"github.com/leanshim/leanshim/proto/runtimeoptions"
 )
-
-// defaultRuntimeRoot is where runc keeps state, as containerd-shim-runc-v2
-// uses it; the namespace is appended, so `runc --root
-// /run/containerd/runc/<ns> list` keeps working after swapping shims.
-const defaultRuntimeRoot = "/run/containerd/runc"
 
 // decodeOptions reads the runtime options containerd sends with Create (or
 // on the start action's stdin): containerd.runc.v1.Options from Go clients,
@@ -157,15 +151,7 @@ func DecodeOptions(a *gogotypes.Any) (*runcopts.Options, error) { return decodeO
 
 // runtimeConfig builds the OCI runtime client config of a container.
 func (s *Service) runtimeConfig(bundle string, o *runcopts.Options) process.RuntimeConfig {
-	root := o.Root
-	if root == "" {
-		root = defaultRuntimeRoot
-	}
-	return process.RuntimeConfig{
-		Binary:        o.BinaryName,
-		Root:          filepath.Join(root, s.cfg.Namespace),
-		Log:           filepath.Join(bundle, "log.json"),
-		SystemdCgroup: o.SystemdCgroup,
-		Criu:          o.CriuPath,
-	}
+	c := process.NewRuntimeConfig(bundle, s.cfg.Namespace, o.Root)
+	c.Binary, c.SystemdCgroup, c.Criu = o.BinaryName, o.SystemdCgroup, o.CriuPath
+	return c
 }

@@ -2,19 +2,13 @@ package task
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/containerd/ttrpc"
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/leanshim/leanshim/proto/eventsapi"
 )
@@ -24,13 +18,6 @@ import (
 // Publish must never block. *Publisher implements it.
 type Events interface {
 	Publish(topic string, ev proto.Message)
-}
-
-// Sender delivers one event envelope to containerd. Only Publisher.Run calls
-// it, one call at a time; an error leaves the event queued for a retry. If a
-// Sender is also an io.Closer, Run closes it when it returns.
-type Sender interface {
-	Send(ctx context.Context, env *eventsapi.Envelope) error
 }
 
 // Publisher forwards task events to containerd in the order they were
@@ -65,18 +52,18 @@ type Sender interface {
 // as the newest are the most useful.
 //
 // The event Run is sending or retrying is never dropped. Nothing is
-// reordered: a dropped event just disappears from the sequence. Dropped
-// counts the drops of both tiers; the first drop of each tier in an outage
-// is logged, and so is the count when the queue next drains.
+// reordered: a dropped event just disappears from the sequence. The first
+// drop of each tier in an outage is logged, and so is the count of drops when
+// the queue next drains.
 //
 // None twice, none lost. An event leaves the queue only once containerd has
 // accepted it (Send returned nil), or when dropped as above, which never
 // happens to the event in flight, or when containerd has refused it for good
 // maxRejections times in a row (a status such as InvalidArgument, never a
 // connection error or a timeout): one such event must not hold back every
-// event behind it forever. Rejected counts those. One duplicate window remains: if Forward
-// fails (say, its timeout fires) after containerd processed the event, the
-// retry delivers it again.
+// event behind it forever; each is logged. One duplicate window remains: if
+// Forward fails (say, its timeout fires) after containerd processed the
+// event, the retry delivers it again.
 //
 // Cost. Publish is O(1) amortised, and the drained queue holds no memory
 // (see eventQueue). Publisher starts no goroutine or timer of its own.
@@ -99,15 +86,10 @@ type Publisher struct {
 
 var _ Events = (*Publisher)(nil)
 
-// NewPublisher returns a Publisher for the events service at addr (a socket
-// path; a unix:// prefix is accepted). Run must be started for events to
-// leave the shim.
-func NewPublisher(addr, ns string, log *slog.Logger) *Publisher {
-	return NewPublisherWith(TTRPCSender(addr), ns, log)
-}
-
-// NewPublisherWith returns a Publisher that delivers events through s.
-func NewPublisherWith(s Sender, ns string, log *slog.Logger) *Publisher {
+// NewPublisher returns a Publisher that delivers events of namespace ns
+// through s (TTRPCSender, or the legacy v1 shim's). Run must be started for
+// events to leave the shim.
+func NewPublisher(s Sender, ns string, log *slog.Logger) *Publisher {
 	return &Publisher{
 		send: s, ns: ns, log: log, eventQueue: newEventQueue(),
 		wake: make(chan struct{}, 1), progress: make(chan struct{}),
@@ -157,16 +139,6 @@ func (p *Publisher) pushLocked(env *eventsapi.Envelope, t tier) (firstDrop strin
 		return ""
 	}
 	return topic
-}
-
-// Dropped returns how many events have been dropped because their tier held
-// too many events while containerd was away: droppable events and exec exits
-// (see Publisher). Events published after Close or left over when Run's ctx
-// ends are logged but not counted here.
-func (p *Publisher) Dropped() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.dropped
 }
 
 // Close stops accepting events. Run delivers what is queued, then returns.
@@ -233,37 +205,6 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-// maxRejections is how many attempts in a row containerd must refuse an
-// event with a status that no retry changes (permanent) before Run drops
-// it. Until then a rejection is retried like any failure: a containerd that
-// is starting up may refuse what it accepts a moment later.
-const maxRejections = 3
-
-// nextRejections returns the count of consecutive permanent rejections of
-// the head event after an attempt that failed with err.
-func nextRejections(n int, err error) int {
-	if permanent(err) {
-		return n + 1
-	}
-	return 0
-}
-
-// permanent reports whether err is containerd refusing the event itself (a
-// status of a class that retrying cannot change), rather than containerd
-// being away or slow.
-func permanent(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	switch st.Code() {
-	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
-		codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented:
-		return true
-	}
-	return false
-}
-
 // reject removes the event containerd has refused for good, so the events
 // behind it are not held forever, and counts it.
 func (p *Publisher) reject() {
@@ -271,14 +212,6 @@ func (p *Publisher) reject() {
 	p.rejected++
 	p.mu.Unlock()
 	p.delivered()
-}
-
-// Rejected returns how many events containerd refused for good (see
-// maxRejections); each was logged when it was dropped.
-func (p *Publisher) Rejected() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.rejected
 }
 
 // delivered removes the event Run has delivered (or dropped as rejected)
@@ -344,57 +277,6 @@ func (p *Publisher) lost() {
 	}
 }
 
-// ttrpcSender forwards events to containerd's ttrpc events service, the way
-// every v2 shim since containerd 1.3 does (PROTOCOL.md §3.1). It keeps one
-// connection and redials after a failure.
-type ttrpcSender struct {
-	addr   string
-	client *ttrpc.Client // owned by Run's goroutine: Send and Close run there
-}
-
-func (t *ttrpcSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
-	if t.client == nil {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		conn, err := d.DialContext(ctx, "unix", t.addr)
-		if err != nil {
-			return fmt.Errorf("dial %s: %w", t.addr, err)
-		}
-		t.client = ttrpc.NewClient(conn)
-	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := eventsapi.NewEventsClient(t.client).Forward(fctx, &eventsapi.ForwardRequest{Envelope: env})
-	if err != nil {
-		_ = t.client.Close() // redial next time; nothing buffered to lose
-		t.client = nil
-	}
-	return err
-}
-
-func (t *ttrpcSender) Close() error {
-	if t.client == nil {
-		return nil
-	}
-	return t.client.Close()
-}
-
-// backoff is 100ms, 200ms, ... doubling up to 10s.
-func backoff(failures int) time.Duration {
-	d := 100 * time.Millisecond << min(failures-1, 7)
-	return min(d, 10*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // marshalAny wraps a message in an Any whose type URL is its bare proto name,
 // as containerd's typeurl does (never type.googleapis.com/...).
 func marshalAny(m proto.Message) (*gogotypes.Any, error) {
@@ -403,10 +285,4 @@ func marshalAny(m proto.Message) (*gogotypes.Any, error) {
 		return nil, err
 	}
 	return &gogotypes.Any{TypeUrl: proto.MessageName(m), Value: b}, nil
-}
-
-// TTRPCSender returns the Sender of a v2 shim: containerd's ttrpc events
-// service at addr (a socket path; a unix:// prefix is accepted).
-func TTRPCSender(addr string) Sender {
-	return &ttrpcSender{addr: strings.TrimPrefix(addr, "unix://")}
 }

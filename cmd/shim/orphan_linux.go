@@ -60,7 +60,7 @@ type orphanConfig struct {
 	AfterFunc func(time.Duration, func()) stopper
 }
 
-// orphanGuard stands in front of the task core for every face and ends a
+// orphanGuard stands in front of the task core for every API and ends a
 // shim that containerd forgot: while the core holds no container, one timer
 // runs; if it expires with the core still empty, the guard shuts the shim
 // down through the core's Shutdown, exactly as containerd's Shutdown rpc

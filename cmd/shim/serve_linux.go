@@ -22,28 +22,29 @@ import (
 	"github.com/leanshim/leanshim/task"
 )
 
-// face is what differs between the two daemons this binary can be: the task
-// API shim that "start" spawns (containerd's runtime v2, 1.6 and 2.x), and
-// the v1 shim that containerd 1.6's io.containerd.runtime.v1.linux runtime
-// launches itself (v1_linux.go). Everything else, from the reaper to the
+// shimAPI is the API the daemon serves containerd, the one thing that
+// differs between the two daemons this binary can be: the task API shim that
+// "start" spawns (containerd's runtime v2, 1.6 and 2.x), and the v1 shim that
+// containerd 1.6's io.containerd.runtime.v1.linux runtime launches itself
+// (v1_linux.go). Everything else, from the reaper to the
 // shutdown order, is the same daemon.
-type face struct {
+type shimAPI struct {
 	log *slog.Logger
 	// sender delivers events to containerd; r is the daemon's reaper.
 	sender func(r *reaper.Reaper) task.Sender
 	// events filters what the task core publishes before it is queued.
 	events func(*task.Publisher) task.Events
-	// register puts the face's ttrpc services in front of the core (the
+	// register puts the API's ttrpc services in front of the core (the
 	// task service behind its orphanGuard) and returns what to run on
 	// SIGTERM once the server has stopped (or nil).
 	register func(srv *ttrpc.Server, core taskapi.TaskService, pub *task.Publisher) func(context.Context) error
 }
 
-// taskAPIFace serves containerd.task.v2.Task and, for containerd 2.x, the
+// taskShimAPI serves containerd.task.v2.Task and, for containerd 2.x, the
 // same service as containerd.task.v3.Task (PROTOCOL.md §2.2), and forwards
 // events over ttrpc to TTRPC_ADDRESS.
-func taskAPIFace(cfg config) face {
-	return face{
+func taskShimAPI(cfg config) shimAPI {
+	return shimAPI{
 		log: openLog(cfg.debug),
 		sender: func(*reaper.Reaper) task.Sender {
 			return task.TTRPCSender(os.Getenv("TTRPC_ADDRESS"))
@@ -62,12 +63,12 @@ func taskAPIFace(cfg config) face {
 func serve(cfg config) error {
 	// One P: the shim is I/O bound, and every extra P costs an OS thread.
 	runtime.GOMAXPROCS(1)
-	var f face
+	var api shimAPI
 	switch {
 	case cfg.id != "":
-		f = taskAPIFace(cfg)
+		api = taskShimAPI(cfg)
 	case cfg.workdir != "":
-		f = v1Face(cfg)
+		api = v1ShimAPI(cfg)
 	default:
 		return errors.New("serve needs -id (task API) or -workdir (v1 runtime)")
 	}
@@ -80,44 +81,44 @@ func serve(cfg config) error {
 	defer signal.Stop(sigs)
 	l, err := daemonListener(cfg)
 	if err != nil {
-		f.log.Error("listen", "error", err)
+		api.log.Error("listen", "error", err)
 		return err
 	}
-	return serveOn(cfg, f, l, sigs)
+	return serveOn(cfg, api, l, sigs)
 }
 
 // serveOn runs the daemon on l until the Shutdown rpc, a signal from sigs
 // or a failure of the server. It returns an error (and the shim exits
 // non-zero) only for the last.
-func serveOn(cfg config, f face, l net.Listener, sigs <-chan os.Signal) error {
-	d, err := startDaemon(cfg, f, l)
+func serveOn(cfg config, api shimAPI, l net.Listener, sigs <-chan os.Signal) error {
+	d, err := startDaemon(cfg, api, l)
 	if err != nil {
 		_ = l.Close()
-		f.log.Error("start", "error", err)
+		api.log.Error("start", "error", err)
 		return err
 	}
-	f.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
+	api.log.Info("serving", "id", cfg.id, "namespace", cfg.namespace, "socket", d.socket, "orphan_grace", d.guard.cfg.Grace)
 	signaled := false
 	var serveErr error
 wait:
 	for {
 		select {
 		case <-d.shutdown:
-			f.log.Info("shutdown requested")
+			api.log.Info("shutdown requested")
 			break wait
 		case sig := <-sigs:
 			switch sig {
 			case unix.SIGPIPE:
 				continue // the write that raised it got EPIPE
 			case unix.SIGUSR1:
-				dumpState(f.log) // for operators: kill -USR1 <shim pid>
+				dumpState(api.log) // for operators: kill -USR1 <shim pid>
 				continue
 			}
-			f.log.Info("signal", "signal", sig.String())
+			api.log.Info("signal", "signal", sig.String())
 			signaled = true
 			break wait
 		case err := <-d.serveErr:
-			f.log.Error("serve", "error", err)
+			api.log.Error("serve", "error", err)
 			serveErr = fmt.Errorf("serve: %w", err)
 			break wait
 		}
@@ -136,7 +137,7 @@ type daemon struct {
 	svc       *task.Service
 	guard     *orphanGuard // svc as the faces see it; ends a forgotten shim
 	srv       *ttrpc.Server
-	terminate func(context.Context) error // the face's SIGTERM work, or nil
+	terminate func(context.Context) error // the API's SIGTERM work, or nil
 
 	shutdown   chan struct{} // closed by the service's Shutdown rpc
 	serveErr   chan error    // srv.Serve's result
@@ -170,17 +171,17 @@ func (d *daemon) watchOOM(ctx context.Context, report func(id string)) (*cgroup.
 	return hier, w
 }
 
-func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
+func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{log: f.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
+	d := &daemon{log: api.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
 		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{}),
 		oomDone: make(chan struct{})}
-	r, err := reaper.New(reaper.Config{Subreaper: true, Log: f.log})
+	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	srv, err := newServer(f.log, cfg.debug)
+	srv, err := newServer(api.log, cfg.debug)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -190,12 +191,12 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		defer close(d.reaperDone)
 		_ = r.Run(ctx)
 	}()
-	d.pub = task.NewPublisherWith(f.sender(r), cfg.namespace, f.log)
+	d.pub = task.NewPublisher(api.sender(r), cfg.namespace, api.log)
 	go func() { // owned by d: ends after pub.Close once the queue is empty, joined by stop
 		defer close(d.pubDone)
 		_ = d.pub.Run(ctx)
 	}()
-	evs := f.events(d.pub)
+	evs := api.events(d.pub)
 	// The watcher reports only containers the service has Added, so d.svc
 	// is set before the first report.
 	hier, oom := d.watchOOM(ctx, func(id string) { d.svc.ReportOOM(id) })
@@ -205,11 +206,11 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 		Publisher: evs,
 		Cgroups:   hier,
 		OOM:       oom,
-		Log:       f.log,
+		Log:       api.log,
 		Shutdown:  func() { close(d.shutdown) }, // called once by the service
 	})
-	d.guard = newOrphanGuard(d.svc, orphanConfig{Grace: orphanGrace(f.log), Count: d.svc.Count, Log: f.log})
-	d.terminate = f.register(srv, d.guard, d.pub)
+	d.guard = newOrphanGuard(d.svc, orphanConfig{Grace: orphanGrace(api.log), Count: d.svc.Count, Log: api.log})
+	d.terminate = api.register(srv, d.guard, d.pub)
 	// The shim is empty until the first Create: the grace period runs.
 	d.guard.arm()
 	go func() { d.serveErr <- srv.Serve(ctx, l) }() // owned by d: ends on Shutdown/Close
@@ -218,7 +219,7 @@ func startDaemon(cfg config, f face, l net.Listener) (*daemon, error) {
 
 // stop tears down in order: stop the orphan timer and refuse Creates,
 // remove the socket's path, stop taking requests (answers in flight, like
-// the Shutdown rpc's, go out), on a signal run the face's terminate, wait
+// the Shutdown rpc's, go out), on a signal run the API's terminate, wait
 // for background work, flush events (TaskDelete), stop the reaper.
 //
 // The path goes first, while the listener still holds it: once it is gone a

@@ -36,7 +36,7 @@ func (discardSender) Send(context.Context, *eventsapi.Envelope) error { return n
 // stops in order and reports the failure, so the shim exits non-zero
 // (issue 13, item 11).
 func TestServeFailureExitsNonZero(t *testing.T) {
-	f := face{
+	api := shimAPI{
 		log:    slog.New(slog.DiscardHandler),
 		sender: func(*reaper.Reaper) task.Sender { return discardSender{} },
 		events: func(p *task.Publisher) task.Events { return p },
@@ -45,7 +45,7 @@ func TestServeFailureExitsNonZero(t *testing.T) {
 			return nil
 		},
 	}
-	err := serveOn(config{namespace: "test", id: "c"}, f, brokenListener{}, make(chan os.Signal))
+	err := serveOn(config{namespace: "test", id: "c"}, api, brokenListener{}, make(chan os.Signal))
 	if err == nil {
 		t.Fatal("serveOn after the server failed: want an error, so the shim exits non-zero; got nil")
 	}

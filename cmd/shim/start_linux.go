@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
 
+	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/bootstrap"
 	"github.com/leanshim/leanshim/task"
 )
@@ -83,7 +86,7 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 	l, err := listen(address)
 	if errors.Is(err, errShimRunning) {
 		// Another container of the same group: its shim serves this one.
-		if err := writeAddress(bundle, address); err != nil {
+		if err := process.WriteAddress(bundle, address); err != nil {
 			return err
 		}
 		return printAddress(stdout, params, address)
@@ -92,11 +95,11 @@ func start(cfg config, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	defer l.Close()
-	if err := writeAddress(bundle, address); err != nil {
+	if err := process.WriteAddress(bundle, address); err != nil {
 		_ = os.Remove(socketPath(address))
 		return err
 	}
-	if err := spawnDaemon(cfg, bundle, l.File, params); err != nil {
+	if err := spawnDaemon(cfg, bundle, l, params); err != nil {
 		_ = os.Remove(socketPath(address))
 		return err
 	}
@@ -126,11 +129,12 @@ func printAddress(stdout io.Writer, params startParams, address string) error {
 	return err
 }
 
-// spawnDaemon starts this binary with no action: the serving daemon. The
-// listener is its fd 3; its stdio is /dev/null; it gets its own process
-// group so containerd's signals to start's group do not reach it.
-func spawnDaemon(cfg config, bundle string, file func() (*os.File, error), params startParams) error {
-	lf, err := file()
+// spawnDaemon starts this binary with no action: the serving daemon. A
+// duplicate of the listening socket l is its fd 3 (start's own copy is
+// closed on return); its stdio is /dev/null; it gets its own process group
+// so containerd's signals to start's group do not reach it.
+func spawnDaemon(cfg config, bundle string, l *net.UnixListener, params startParams) error {
+	lf, err := l.File() // a dup(2): the daemon makes its own listener of it
 	if err != nil {
 		return err
 	}
@@ -186,34 +190,14 @@ func adjustOOMScore(pid int) {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score)), 0)
 }
 
-// joinCgroup moves pid into the cgroup path in every hierarchy that has it
-// (cgroup v1 controllers, or the unified v2 tree).
+// joinCgroup moves pid into the cgroup path (containerd's shim_cgroup) in
+// every hierarchy that has it, as the cgroup package finds the hierarchies.
 func joinCgroup(pid int, path string) error {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", path, "cgroup.procs"))
-	if v2 := filepath.Join("/sys/fs/cgroup", path, "cgroup.procs"); fileExists(v2) {
-		dirs = append(dirs, v2)
+	h, err := cgroup.Detect()
+	if err != nil {
+		return fmt.Errorf("shim cgroup %q: %w", path, err)
 	}
-	if len(dirs) == 0 {
-		return fmt.Errorf("shim cgroup %q: not found", path)
-	}
-	for _, procs := range dirs {
-		if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0); err != nil {
-			return fmt.Errorf("shim cgroup %s: %w", procs, err)
-		}
-	}
-	return nil
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// writeAddress records the socket address in the bundle, exactly and without
-// a newline: containerd 1.6 reads it verbatim when it reconnects.
-func writeAddress(bundle, address string) error {
-	tmp := filepath.Join(bundle, ".address")
-	if err := os.WriteFile(tmp, []byte(address), 0o666); err != nil {
-		return fmt.Errorf("write address: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(bundle, "address"))
+	return h.Join(pid, path)
 }
 
 // groupID picks the socket's group: containers annotated with the same group

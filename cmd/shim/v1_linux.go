@@ -25,15 +25,15 @@ import (
 // a failed attempt is retried by the publisher anyway).
 const publishTimeout = 10 * time.Second
 
-// v1Face is the daemon as containerd 1.6's v1 runtime runs it (PROTOCOL.md
+// v1ShimAPI is the daemon as containerd 1.6's v1 runtime runs it (PROTOCOL.md
 // §4.2): `shim -namespace N -workdir W -address A -containerd-binary B ...`
 // with no -id and no action, cwd = bundle, its listener on fd 3 made by
 // containerd, stdout and stderr the FIFOs shim.stdout.log and
 // shim.stderr.log of the work dir. It serves containerd.runtime.linux.shim.v1.Shim
 // and publishes only TaskExit, by running the containerd binary.
-func v1Face(cfg config) face {
+func v1ShimAPI(cfg config) shimAPI {
 	log := openV1Log(cfg.workdir, cfg.debug)
-	return face{
+	return shimAPI{
 		log: log,
 		sender: func(r *reaper.Reaper) task.Sender {
 			return binarySender{r: r, containerd: cmp.Or(cfg.containerdBinary, "containerd"), address: cfg.address}
