@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 )
@@ -264,34 +261,6 @@ func (p *Pipes) openOutputs(cfg Config) error {
 	return nil
 }
 
-// openLogFile hands a file:// log straight to the process: the kernel
-// appends, and the shim copies nothing.
-func (p *Pipes) openLogFile(cfg Config) error {
-	uri := cfg.Stdout
-	if uri == "" {
-		uri = cfg.Stderr
-	}
-	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "file" || u.Path == "" {
-		return fmt.Errorf("log uri %q: want file:///path: %w", uri, ErrInvalidURI)
-	}
-	if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
-		return fmt.Errorf("log uri %q: %w", uri, err)
-	}
-	f, err := os.OpenFile(u.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("log uri %q: %w", uri, err)
-	}
-	p.child.Stdout = f
-	if cfg.Stderr != "" {
-		p.child.Stderr = f
-	}
-	if cfg.Stdout == "" {
-		p.child.Stdout = nil
-	}
-	return nil
-}
-
 // copyOut copies the process's output pipe to its FIFO (see output) until
 // EOF, or until the pipe is empty once the process has exited; then it
 // closes the pipe and lets the FIFO's write end go once a reader has it.
@@ -388,8 +357,6 @@ func chown(f *os.File, cfg Config) error {
 	}
 	return nil
 }
-
-func isFileURI(s string) bool { return strings.HasPrefix(s, "file://") }
 
 // consoleOutput returns the terminal's output FIFO, if it has one.
 func (p *Pipes) consoleOutput() (*output, bool) {
