@@ -59,18 +59,18 @@ func openOutputFIFO(uri, name string, cfg Config) (_ *output, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID}
+	o := &output{name: name, log: cfg.Log, exec: cfg.ExecID, hold: -1}
 	o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
 	o.seen = err == nil
-	var hold *os.File
+	hold := -1
 	if errors.Is(err, unix.ENXIO) {
-		if hold, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+		if hold, err = openHold(path); err == nil {
 			o.f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
 		}
 	}
 	if err != nil {
-		if hold != nil {
-			_ = hold.Close() // read-only
+		if hold >= 0 {
+			_ = unix.Close(hold) // read-only
 		}
 		return nil, fmt.Errorf("open %s fifo: %w", name, err)
 	}
@@ -79,22 +79,29 @@ func openOutputFIFO(uri, name string, cfg Config) (_ *output, retErr error) {
 			o.close()
 		}
 	}()
-	rc, err := o.f.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
-	}
-	if err != nil {
+	if o.fd, err = fdOf(o.f); err != nil {
 		return nil, fmt.Errorf("open %s fifo: %w", name, err)
 	}
-	if hold != nil {
+	if hold >= 0 {
 		o.awaitReader(hold, cfg.readerGrace())
 	}
 	return o, nil
 }
 
+// openHold opens a read end of the FIFO at path for the shim to hold. It is
+// never read, so it is a bare fd: not on Go's poller, no *os.File.
+func openHold(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
 // awaitReader keeps hold (the shim's read end) until a client's reader
 // opens the FIFO, for grace at most.
-func (o *output) awaitReader(hold *os.File, grace time.Duration) {
+func (o *output) awaitReader(hold int, grace time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.hold = hold
@@ -145,7 +152,7 @@ func readerGone(fd int) bool { return pollOut(fd)&unix.POLLERR != 0 }
 // FIFO while no client reads. The open is non-blocking and always succeeds
 // while o.f is open. Its IN_OPEN is counted, for wake to pass over.
 func (o *output) holdLocked() error {
-	h, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(o.fd), os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	h, err := openHold("/proc/self/fd/" + strconv.Itoa(o.fd))
 	if err != nil {
 		return err
 	}
@@ -159,9 +166,9 @@ func (o *output) holdLocked() error {
 // dropHoldLocked closes the shim's read end: from now on the reader count
 // the kernel keeps is the clients' alone, and every IN_OPEN is a client's.
 func (o *output) dropHoldLocked() {
-	if o.hold != nil {
-		_ = o.hold.Close() // read-only, never read
-		o.hold = nil
+	if o.hold >= 0 {
+		_ = unix.Close(o.hold) // read-only, never read
+		o.hold = -1
 	}
 	o.ownOpens = 0
 }
@@ -204,7 +211,7 @@ func (o *output) wake() {
 	if o.closed || !o.watching {
 		return
 	}
-	if o.hold != nil {
+	if o.hold >= 0 {
 		if o.ownOpens > 0 {
 			// The shim's own re-hold. (inotify merges an identical event
 			// still unread, so a client's open may hide in it: then the
@@ -282,7 +289,7 @@ func (o *output) reheld() bool {
 	if o.closed {
 		return false
 	}
-	if o.hold != nil {
+	if o.hold >= 0 {
 		return true
 	}
 	if o.seen || o.graceOver {

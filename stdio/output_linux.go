@@ -46,7 +46,7 @@ type output struct {
 	total    atomic.Int64
 
 	mu        sync.Mutex  // guards the fields below
-	hold      *os.File    // the shim's own read end until a reader is seen, the grace ends or the stream ends
+	hold      int         // the shim's own read end (-1: none) until a reader is seen, the grace ends or the stream ends
 	ownOpens  int         // IN_OPEN events of the shim's own re-holds, not yet seen by wake
 	grace     *time.Timer // ends the hold after ReaderGrace; nil once stopped
 	watching  bool        // registered with readers (the inotify watch), as wd

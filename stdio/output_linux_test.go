@@ -73,7 +73,7 @@ func TestNoReaderWithinGrace(t *testing.T) {
 	}()
 	// The FIFO is full and so is the process's pipe: the process waits.
 	waitPipeHolds(t, p.outs[0].hold, fifoSize)
-	waitPipeHolds(t, c.Stdout, pipeCap)
+	waitPipeHolds(t, int(c.Stdout.Fd()), pipeCap)
 	select {
 	case <-wrote:
 		t.Fatal("the process wrote 4 MiB while the FIFO was held for its first reader")
@@ -140,13 +140,13 @@ func fdPipeSize(t *testing.T, f *os.File) int {
 	return n
 }
 
-// waitPipeHolds waits until the pipe or FIFO f is an end of holds n bytes
+// waitPipeHolds waits until the pipe or FIFO fd is an end of holds n bytes
 // (FIONREAD works on either end).
-func waitPipeHolds(t *testing.T, f *os.File, n int) {
+func waitPipeHolds(t *testing.T, fd int, n int) {
 	t.Helper()
 	deadline := time.Now().Add(writeTimeout)
 	for {
-		got, _ := ioctlInq(f)
+		got, _ := unix.IoctlGetInt(fd, unix.TIOCINQ)
 		if got >= n {
 			return
 		}
