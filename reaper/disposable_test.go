@@ -1,13 +1,10 @@
 package reaper
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,28 +75,9 @@ func TestOnDisposableThreadKeepsChildren(t *testing.T) {
 			}
 		}
 	}()
-	var wg sync.WaitGroup
-	statuses := make([]int, 8)
-	errs := make([]error, len(statuses))
-	for i := range statuses {
-		wg.Add(1)
-		go func() { // owned by this test: joined below
-			defer wg.Done()
-			cmd := exec.Command("/bin/sh", "-c", "sleep 0.5")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			var e Exit
-			_, e, errs[i] = r.RunCmd(context.Background(), cmd, nil, true)
-			statuses[i] = e.Status
-		}()
-	}
-	wg.Wait()
+	runPdeathsigChildren(t, r)
 	close(stop)
 	enders.Wait()
-	for i, st := range statuses {
-		if errs[i] != nil || st != 0 {
-			t.Errorf("child %d: status %d, err %v (137: killed by Pdeathsig)", i, st, errs[i])
-		}
-	}
 }
 
 func threadAlive(tid int) bool {

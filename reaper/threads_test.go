@@ -54,28 +54,9 @@ func TestShedKeepsForkingThread(t *testing.T) {
 			}
 		}
 	}()
-	var wg sync.WaitGroup
-	statuses := make([]int, 8)
-	errs := make([]error, len(statuses))
-	for i := range statuses {
-		wg.Add(1)
-		go func() { // owned by this test: joined below
-			defer wg.Done()
-			cmd := exec.Command("/bin/sh", "-c", "sleep 0.5")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			var e Exit
-			_, e, errs[i] = r.RunCmd(context.Background(), cmd, nil, true)
-			statuses[i] = e.Status
-		}()
-	}
-	wg.Wait()
+	runPdeathsigChildren(t, r)
 	close(stop)
 	shedders.Wait()
-	for i, st := range statuses {
-		if errs[i] != nil || st != 0 {
-			t.Errorf("child %d: status %d, err %v (137: killed by Pdeathsig)", i, st, errs[i])
-		}
-	}
 }
 
 // TestShedEndsSurplusThreads leaves idle threads behind, then checks that
@@ -116,5 +97,32 @@ func TestShedEndsSurplusThreads(t *testing.T) {
 		r.shedThread()
 		runtime.Gosched()
 		time.Sleep(5 * shedDelay)
+	}
+}
+
+// runPdeathsigChildren runs 8 children at once through r, each with
+// Pdeathsig (killed if the thread that forked it ends), and fails t unless
+// every one exits 0: none was killed by a thread ending under it.
+func runPdeathsigChildren(t *testing.T, r *Reaper) {
+	t.Helper()
+	var wg sync.WaitGroup
+	statuses := make([]int, 8)
+	errs := make([]error, len(statuses))
+	for i := range statuses {
+		wg.Add(1)
+		go func() { // owned by this helper: joined below
+			defer wg.Done()
+			cmd := exec.Command("/bin/sh", "-c", "sleep 0.5")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			var e Exit
+			_, e, errs[i] = r.RunCmd(context.Background(), cmd, nil, true)
+			statuses[i] = e.Status
+		}()
+	}
+	wg.Wait()
+	for i, st := range statuses {
+		if errs[i] != nil || st != 0 {
+			t.Errorf("child %d: status %d, err %v (137: killed by Pdeathsig)", i, st, errs[i])
+		}
 	}
 }
