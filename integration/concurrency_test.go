@@ -16,7 +16,7 @@ func TestFiftyConcurrentRuns(t *testing.T) {
 	d := sharedDaemon(t)
 
 	ids := make([]string, n)
-	results := make([]ctrResult, n)
+	results := make([]cmdResult, n)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {

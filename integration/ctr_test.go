@@ -13,16 +13,21 @@ import (
 	"time"
 )
 
-// ctrResult is one finished ctr invocation.
-type ctrResult struct {
+// cmdResult is one finished client invocation: ctr, crictl or nerdctl (tool).
+type cmdResult struct {
+	tool           string // "" for ctr
 	args           []string
 	stdout, stderr string
-	code           int   // exit code; -1 if ctr did not exit normally
-	err            error // set if ctr could not run or ran past its timeout
+	code           int   // exit code; -1 if the tool did not exit normally
+	err            error // set if the tool could not run or ran past its timeout
 }
 
-func (r ctrResult) String() string {
-	s := fmt.Sprintf("ctr %s: exit %d", strings.Join(r.args, " "), r.code)
+func (r cmdResult) String() string {
+	tool := r.tool
+	if tool == "" {
+		tool = "ctr"
+	}
+	s := fmt.Sprintf("%s %s: exit %d", tool, strings.Join(r.args, " "), r.code)
 	if r.err != nil {
 		s += fmt.Sprintf(" (%v)", r.err)
 	}
@@ -31,7 +36,7 @@ func (r ctrResult) String() string {
 
 // ctr runs `ctr --address <sock> -n <ns> args...` with ctrTimeout. It never
 // fails tb itself, so it is safe in goroutines; callers assert on the result.
-func (d *daemon) ctr(tb testing.TB, args ...string) ctrResult {
+func (d *daemon) ctr(tb testing.TB, args ...string) cmdResult {
 	tb.Helper()
 	return d.ctrContext(context.Background(), args...)
 }
@@ -46,14 +51,19 @@ func (d *daemon) mustCtr(tb testing.TB, args ...string) string {
 	return r.stdout
 }
 
-func (d *daemon) ctrContext(ctx context.Context, args ...string) ctrResult {
+func (d *daemon) ctrContext(ctx context.Context, args ...string) cmdResult {
 	ctx, cancel := context.WithTimeout(ctx, ctrTimeout)
 	defer cancel()
+	return runTool(ctx, exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...), "", args)
+}
+
+// runTool runs cmd, a client command made with ctx, to its end and returns
+// what it printed and how it ended; args are what the result reports.
+func runTool(ctx context.Context, cmd *exec.Cmd, tool string, args []string) cmdResult {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, d.flavor.ctr, d.ctrArgs(args)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	r := ctrResult{args: args, code: -1}
+	r := cmdResult{tool: tool, args: args, code: -1}
 	if cmd.ProcessState != nil {
 		r.code = cmd.ProcessState.ExitCode()
 	}
@@ -61,7 +71,7 @@ func (d *daemon) ctrContext(ctx context.Context, args ...string) ctrResult {
 	var exitErr *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		r.err = fmt.Errorf("ctr killed: %w", ctx.Err())
+		r.err = fmt.Errorf("%s killed: %w", cmd.Path, ctx.Err())
 	case err != nil && !errors.As(err, &exitErr):
 		r.err = err
 	}
@@ -83,7 +93,7 @@ func (d *daemon) runArgs(flags []string, id string, argv ...string) []string {
 }
 
 // run runs `ctr run` with the runtime under test and the busybox rootfs.
-func (d *daemon) run(tb testing.TB, flags []string, id string, argv ...string) ctrResult {
+func (d *daemon) run(tb testing.TB, flags []string, id string, argv ...string) cmdResult {
 	tb.Helper()
 	return d.ctr(tb, d.runArgs(flags, id, argv...)...)
 }

@@ -201,7 +201,7 @@ func taskEvents(out, id string) []event {
 func scenarioConcurrent(t *testing.T, d *daemon) {
 	const n = 20
 	ids := make([]string, n)
-	results := make([]ctrResult, n)
+	results := make([]cmdResult, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		ids[i] = d.newID("many")

@@ -139,7 +139,7 @@ func TestFiftyConcurrentExecs(t *testing.T) {
 	d := sharedDaemon(t)
 	id, initPid := startSleeper(t, d, "execs")
 
-	results := make([]ctrResult, n)
+	results := make([]cmdResult, n)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {

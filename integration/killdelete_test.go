@@ -25,7 +25,7 @@ func TestKillAllRacingDelete(t *testing.T) {
 		d.mustCtr(t, "task", "kill", "-s", "SIGKILL", id)
 		waitTaskStatus(t, d, id, "STOPPED")
 		var wg sync.WaitGroup
-		var rm ctrResult
+		var rm cmdResult
 		for range 3 {
 			wg.Go(func() { d.ctr(t, "task", "kill", "--all", "-s", "SIGKILL", id) }) // may fail: the task is gone
 		}

@@ -60,7 +60,7 @@ func lateReaderFlavors(t *testing.T) []flavor {
 // lines on stdout and stderr and exits with its own code. It returns the
 // wall time and what went wrong, one line per exec.
 func execRound(t *testing.T, d *daemon, id string, round, n int) (time.Duration, []string) {
-	results := make([]ctrResult, n)
+	results := make([]cmdResult, n)
 	began := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {

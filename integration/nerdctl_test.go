@@ -18,9 +18,7 @@ package integration
 // machine must not do.)
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -87,45 +85,15 @@ func (n *nerdctl) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// nerdctlResult is one finished nerdctl invocation.
-type nerdctlResult struct {
-	args           []string
-	stdout, stderr string
-	code           int   // exit code; -1 if nerdctl did not exit normally
-	err            error // set if nerdctl could not run or ran past its timeout
-}
-
-func (r nerdctlResult) String() string {
-	s := fmt.Sprintf("nerdctl %s: exit %d", strings.Join(r.args, " "), r.code)
-	if r.err != nil {
-		s += fmt.Sprintf(" (%v)", r.err)
-	}
-	return s + fmt.Sprintf("\nstdout: %q\nstderr: %q", r.stdout, r.stderr)
-}
-
 // run runs nerdctl with stdin (none if "") and ctrTimeout. It never fails tb.
-func (n *nerdctl) run(stdin string, args ...string) nerdctlResult {
+func (n *nerdctl) run(stdin string, args ...string) cmdResult {
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
 	cmd := n.command(ctx, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	err := cmd.Run()
-	r := nerdctlResult{args: args, code: -1, stdout: stdout.String(), stderr: stderr.String()}
-	if cmd.ProcessState != nil {
-		r.code = cmd.ProcessState.ExitCode()
-	}
-	var exitErr *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		r.err = fmt.Errorf("nerdctl killed: %w", ctx.Err())
-	case err != nil && !errors.As(err, &exitErr):
-		r.err = err
-	}
-	return r
+	return runTool(ctx, cmd, "nerdctl", args)
 }
 
 // must runs nerdctl and fails tb unless it exits 0. It returns stdout.
@@ -177,7 +145,7 @@ func (n *nerdctl) state(tb testing.TB, name string) (string, int) {
 // waitState waits until the container exists and its status is want.
 func (n *nerdctl) waitState(tb testing.TB, name, want string) {
 	tb.Helper()
-	var r nerdctlResult
+	var r cmdResult
 	ok := poll(ctrTimeout, func() bool {
 		r = n.run("", "inspect", "--format", "{{.State.Status}}", name)
 		return r.code == 0 && strings.TrimSpace(r.stdout) == want
@@ -191,7 +159,7 @@ func (n *nerdctl) waitState(tb testing.TB, name, want string) {
 // returns the logs: the logger writes them asynchronously.
 func (n *nerdctl) waitLogs(tb testing.TB, name string, re *regexp.Regexp) string {
 	tb.Helper()
-	var r nerdctlResult
+	var r cmdResult
 	if !poll(ctrTimeout, func() bool { r = n.run("", "logs", name); return r.code == 0 && re.MatchString(r.stdout+r.stderr) }) {
 		tb.Fatalf("nerdctl logs %s: want %q within %s; last %v", name, re, ctrTimeout, r)
 	}

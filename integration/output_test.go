@@ -104,7 +104,7 @@ func TestLastPartialLineDelivered(t *testing.T) {
 	d := sharedDaemon(t)
 
 	ids := make([]string, runs)
-	results := make([]ctrResult, runs)
+	results := make([]cmdResult, runs)
 	sem := make(chan struct{}, parallel)
 	start := time.Now()
 	var wg sync.WaitGroup

@@ -53,7 +53,7 @@ func TestStressInstantContainers(t *testing.T) {
 	for i := range ids {
 		ids[i] = d.newID("instant")
 	}
-	results := make([]ctrResult, stressN)
+	results := make([]cmdResult, stressN)
 	took := stressRun(func(i int) {
 		argv := []string{"/bin/sh", "-c", fmt.Sprintf("exit %d", stressExit(i))}
 		if stressExit(i) == 0 {
@@ -128,7 +128,7 @@ func TestStressInstantExecs(t *testing.T) {
 	waitSubscribed(t, d, events)
 	id, initPid := startSleeper(t, d, "instantx")
 
-	results := make([]ctrResult, stressN)
+	results := make([]cmdResult, stressN)
 	took := stressRun(func(i int) {
 		results[i] = d.ctr(t, "task", "exec", "--exec-id", fmt.Sprintf("x%d", i), id,
 			"/bin/sh", "-c", fmt.Sprintf("exit %d", stressExit(i)))
