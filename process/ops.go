@@ -66,6 +66,12 @@ func (p *Init) beginOpLocked() {
 // on the exit watcher, counted as a runtime call in flight.
 func (p *Init) thaw() {
 	defer p.endOp()
+	p.resumeFrozen()
+}
+
+// resumeFrozen runs the runtime's resume on a container whose init has died
+// while it was frozen. The caller counts it as a call in flight.
+func (p *Init) resumeFrozen() {
 	ctx, cancel := context.WithTimeout(context.Background(), thawTimeout)
 	defer cancel()
 	_ = p.rt.Resume(ctx, p.id) // best effort: Delete reports what is left
@@ -92,32 +98,32 @@ func (p *Init) Resume(ctx context.Context) error {
 }
 
 func (p *Init) freeze(ctx context.Context, from, to State, op string, call func(context.Context, string) error) error {
-	err := p.runtimeOp(op, func(s State) error {
+	return p.runtimeOp(op, func(s State) error {
 		if s != from {
 			return fmt.Errorf("cannot %s a %s process: %w", op, s, ErrInvalidState)
 		}
 		return nil
-	}, func() error { return call(ctx, p.id) })
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	if p.state == from {
-		defer p.mu.Unlock()
-		return move(&p.state, to)
-	}
-	// It exited meanwhile: the exit wins. A pause that froze the cgroup
-	// after the watcher stopped the init is undone, as the watcher would
-	// have done had it seen Paused.
-	frozen := to == Paused && p.state == Stopped
-	if frozen {
-		p.beginOpLocked() // a Delete waits for the thaw
-	}
-	p.mu.Unlock()
-	if frozen {
-		p.thaw()
-	}
-	return nil
+	}, func() error {
+		if err := call(ctx, p.id); err != nil {
+			return err
+		}
+		// Still counted as in flight: a Delete waits for what follows, so
+		// it never meets a cgroup frozen after the init died.
+		p.mu.Lock()
+		if p.state == from {
+			defer p.mu.Unlock()
+			return move(&p.state, to)
+		}
+		// It exited meanwhile: the exit wins. A pause that froze the cgroup
+		// after the watcher stopped the init is undone, as the watcher would
+		// have done had it seen Paused.
+		frozen := to == Paused && p.state == Stopped
+		p.mu.Unlock()
+		if frozen {
+			p.resumeFrozen()
+		}
+		return nil
+	})
 }
 
 // Update changes the container's resources (LinuxResources JSON).
