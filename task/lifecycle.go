@@ -184,6 +184,14 @@ func (s *Service) freeze(ctx context.Context, id string, op func(*process.Init, 
 	if err := op(c.init, ctx); err != nil {
 		return nil, toStatus(err)
 	}
+	// Under c.mu, as every event of the container: if the init exited
+	// meanwhile (the exit wins, and the process layer undid the freeze),
+	// its TaskExit may be out already, and nothing paused or resumed.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.initExited {
+		return nil, toStatus(fmt.Errorf("container %q has exited: %w", id, errPrecondition))
+	}
 	s.cfg.Publisher.Publish(topic, ev)
 	return empty, nil
 }
