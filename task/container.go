@@ -49,8 +49,7 @@ type container struct {
 	liveExecs    int           // execs started (or starting) whose exit is not published
 	initExited   bool          // the init's exit is known
 	pendingInit  *process.Exit // init exit held back until liveExecs is 0
-	initReported bool          // the init's TaskExit is queued
-	initDone     chan struct{} // closed when initReported becomes true
+	initDone     chan struct{} // closed once the init's TaskExit is queued
 	killing      bool          // killLeftovers runs: the init's exit waits for it
 	killRest     func()        // kills the container's processes; nil: killAll (tests replace it)
 	deleted      bool          // Delete has succeeded: nothing may watch its cgroup any more
@@ -98,40 +97,50 @@ func (g *gate) endStart() *process.Exit {
 // createInit runs create (the runtime's create; it returns the init) with
 // the init's exit held back, so TaskCreate is queued first.
 func (c *container) createInit(create func() (*process.Init, error), created func(*process.Init)) (*process.Init, error) {
-	c.mu.Lock()
-	c.initGate.beginStart()
-	c.mu.Unlock()
-	p, err := create() // the runtime runs with no lock held
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		c.initGate.endStart()
-		return nil, err
-	}
-	c.init = p
-	created(p) // queues TaskCreate
-	if e := c.initGate.endStart(); e != nil {
-		c.initExitLocked(*e)
-	}
-	return p, nil
+	var p *process.Init
+	err := c.gatedInit(func() (err error) {
+		p, err = create()
+		return err
+	}, func() {
+		c.init = p
+		created(p) // queues TaskCreate
+	}, false)
+	return p, err
 }
 
 // startInit runs start (the runtime's start; it returns the init's pid) with
 // the init's exit held back, so TaskStart is queued first.
 func (c *container) startInit(start func() (int, error)) (int, error) {
+	var pid int
+	err := c.gatedInit(func() (err error) {
+		pid, err = start()
+		return err
+	}, func() {
+		c.pub.Publish("/tasks/start", &events.TaskStart{ContainerId: c.id, Pid: uint32(pid)})
+	}, true)
+	return pid, err
+}
+
+// gatedInit runs call, a runtime call on the init, without c.mu and with
+// the init's exit held back; if it succeeds, queued queues (under c.mu) the
+// event that must precede that exit, and a held exit is reported after it.
+// If call fails, a held exit is reported only with exitsOnError: a failed
+// create has made no init to report (its TaskExit would come without
+// TaskCreate), a failed start has.
+func (c *container) gatedInit(call func() error, queued func(), exitsOnError bool) error {
 	c.mu.Lock()
 	c.initGate.beginStart()
 	c.mu.Unlock()
-	pid, err := start() // the runtime runs with no lock held
+	err := call() // the runtime runs with no lock held
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {
-		c.pub.Publish("/tasks/start", &events.TaskStart{ContainerId: c.id, Pid: uint32(pid)})
+		queued()
 	}
-	if e := c.initGate.endStart(); e != nil {
+	if e := c.initGate.endStart(); e != nil && (err == nil || exitsOnError) {
 		c.initExitLocked(*e)
 	}
-	return pid, err
+	return err
 }
 
 // runExecStart runs start (the exec's runtime call; it returns the pid) with
@@ -214,10 +223,9 @@ func (c *container) killLeftovers() {
 // publishInitExitLocked queues the init's TaskExit, once: Delete may queue
 // it before the exit hook has run, which then finds it done.
 func (c *container) publishInitExitLocked(e process.Exit) {
-	if c.initReported {
+	if c.initReportedLocked() {
 		return
 	}
-	c.initReported = true
 	close(c.initDone)
 	c.pendingInit = nil
 	c.pub.Publish("/tasks/exit", &events.TaskExit{
@@ -250,6 +258,16 @@ func (c *container) execGoneLocked() {
 	}
 }
 
+// initReportedLocked reports whether the init's TaskExit is queued.
+func (c *container) initReportedLocked() bool {
+	select {
+	case <-c.initDone:
+		return true
+	default:
+		return false
+	}
+}
+
 // waitInit blocks until the init's exit is reported (its TaskExit queued)
 // or ctx ends.
 func (c *container) waitInit(ctx context.Context) (process.Exit, error) {
@@ -266,7 +284,7 @@ func (c *container) waitInit(ctx context.Context) (process.Exit, error) {
 func (c *container) initStatus() (process.State, int, process.Exit) {
 	st, pid, e := c.init.Status()
 	c.mu.Lock()
-	reported := c.initReported
+	reported := c.initReportedLocked()
 	c.mu.Unlock()
 	if st == process.Stopped && !reported {
 		return process.Running, pid, process.Exit{}
