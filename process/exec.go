@@ -165,11 +165,15 @@ func (e *Exec) run(ctx context.Context, io *stdio.Pipes) (_ int, _ *reaper.Track
 	return pid, tr, nil
 }
 
+// notRun is the exit of an exec that never ran: containerd's "unknown"
+// status, 255, at the moment it was given up.
+func notRun() Exit { return Exit{Status: 255, At: time.Now()} }
+
 // startFailed ends an exec whose Start failed: nothing runs, so it is
 // Stopped, with containerd's "unknown" exit status, and its Wait returns.
 func (e *Exec) startFailed() {
 	e.mu.Lock()
-	e.exit = Exit{Status: 255, At: time.Now()}
+	e.exit = notRun()
 	_ = move(&e.state, Stopped) // Starting is ours: nothing else moves it
 	e.mu.Unlock()
 	close(e.done)
@@ -263,7 +267,7 @@ func (e *Exec) Delete(ctx context.Context) (Exit, error) {
 	if s == Created {
 		// Never started, so never to exit: a Wait in flight returns, with
 		// the status of an exec that did not run.
-		e.exit = Exit{Status: 255, At: time.Now()}
+		e.exit = notRun()
 		close(e.done)
 	}
 	e.mu.Unlock()
