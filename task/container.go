@@ -43,16 +43,16 @@ type container struct {
 	oom       OOMWatcher     // nil: no OOM events; set under mu at Create
 	log       *slog.Logger   // the Service's, naming the container; nil in tests
 
-	mu           sync.Mutex // guards the fields below
-	execs        map[string]*execEntry
-	initGate     gate
-	liveExecs    int           // execs started (or starting) whose exit is not published
-	initExited   bool          // the init's exit is known
-	pendingInit  *process.Exit // init exit held back until liveExecs is 0
-	initDone     chan struct{} // closed once the init's TaskExit is queued
-	killing      bool          // killLeftovers runs: the init's exit waits for it
-	killRest     func()        // kills the container's processes; nil: killAll (tests replace it)
-	deleted      bool          // Delete has succeeded: nothing may watch its cgroup any more
+	mu          sync.Mutex // guards the fields below
+	execs       map[string]*execEntry
+	initGate    gate
+	liveExecs   int           // execs started (or starting) whose exit is not published
+	initExited  bool          // the init's exit is known
+	pendingInit *process.Exit // init exit held back until liveExecs is 0
+	initDone    chan struct{} // closed once the init's TaskExit is queued
+	killing     bool          // killLeftovers runs: the init's exit waits for it
+	killRest    func()        // kills the container's processes; nil: killAll (tests replace it)
+	deleted     bool          // Delete has succeeded: nothing may watch its cgroup any more
 }
 
 // execEntry is an exec with the request that made it.
