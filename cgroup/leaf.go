@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -59,7 +60,45 @@ func (h *Hierarchy) MakeJoin(pid int, path string) error {
 			return fmt.Errorf("make cgroup %s: %w", d, err)
 		}
 	}
+	if m, ok := h.v1["cpuset"]; ok && h.version == V1 {
+		if err := fillCpuset(m.point, m.dir(path)); err != nil {
+			return err
+		}
+	}
 	return h.Join(pid, path)
+}
+
+// fillCpuset gives every cgroup from the cpuset mount at point down to dir
+// its parent's cpus and mems where it has none: a v1 cpuset cgroup starts
+// empty and takes no process until both are set (ENOSPC), which runc does
+// for a container's cgroup too.
+func fillCpuset(point, dir string) error {
+	rel, err := filepath.Rel(point, dir)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return err
+	}
+	parent := point
+	for _, comp := range strings.Split(rel, string(filepath.Separator)) {
+		cur := filepath.Join(parent, comp)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			b, err := os.ReadFile(filepath.Join(cur, f))
+			if err != nil {
+				return fmt.Errorf("cpuset %s: %w", cur, err)
+			}
+			if strings.TrimSpace(string(b)) != "" {
+				continue
+			}
+			pb, err := os.ReadFile(filepath.Join(parent, f))
+			if err != nil {
+				return fmt.Errorf("cpuset %s: %w", parent, err)
+			}
+			if err := os.WriteFile(filepath.Join(cur, f), pb, 0); err != nil {
+				return fmt.Errorf("cpuset %s: %w", cur, err)
+			}
+		}
+		parent = cur
+	}
+	return nil
 }
 
 // RemoveLeaf removes the cgroup at path from every hierarchy, but not its

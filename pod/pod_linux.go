@@ -140,14 +140,14 @@ func (p *Pod) joinCgroup(pid int) {
 		return
 	}
 	leaf, err := cgroup.LeafPath(p.cfg.CgroupParent, p.cfg.ID)
-	if err == nil {
-		err = p.f.hier.MakeJoin(pid, leaf)
-	}
 	if err != nil {
 		p.f.log.Warn("pod: holder stays in the shim's cgroup", "parent", p.cfg.CgroupParent, "error", err)
 		return
 	}
-	p.cgroup = leaf
+	p.cgroup = leaf // removed at Shutdown, even if the join failed half-way
+	if err := p.f.hier.MakeJoin(pid, leaf); err != nil {
+		p.f.log.Warn("pod: holder stays in the shim's cgroup", "parent", p.cfg.CgroupParent, "error", err)
+	}
 }
 
 // exited records the holder's exit.
