@@ -107,3 +107,14 @@ bench: deps
 bench-smoke: deps
 	if [ "$(CONTAINERD)" = 2.4 ]; then bash scripts/containerd24.sh; fi
 	cd bench && $(GO) vet . && $(GO) test -count=1 . && CONTAINERD=$(CONTAINERD) $(GO) run . -smoke $(BENCH_FLAGS)
+
+# Pods without pause containers (issue 15): leanshim's shim sandbox, leanshim
+# with a pause container and runc-v2 with a pause container, under containerd
+# 2.4.2's CRI plugin driven with crictl; writes bench/RESULTS-pods.md (about
+# 30 minutes on 2 cores). bench-pods-smoke: the same scaled down, printed only.
+.PHONY: bench-pods bench-pods-smoke
+bench-pods: deps containerd24 crictl
+	cd bench && $(GO) run . pods $(BENCH_FLAGS)
+
+bench-pods-smoke: deps containerd24 crictl
+	cd bench && $(GO) vet . && $(GO) test -count=1 . && $(GO) run . pods -smoke $(BENCH_FLAGS)

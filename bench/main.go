@@ -99,6 +99,9 @@ func smokeConfig(c config) config {
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "pods" {
+		return runPods(args[1:], stdout, stderr) // issue 15: pods.go
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return 2
