@@ -19,7 +19,8 @@ type podMem struct {
 	uss, pss         float64
 	shimUSS, shimPSS float64
 	sbUSS, sbPSS     float64
-	procs            int // processes counted
+	shimAnon         float64 // the shims' Anonymous: heap, stacks, runtime, never text
+	procs            int     // processes counted
 	shims            int
 }
 
@@ -30,6 +31,7 @@ func (m *podMem) addTo(sum *podMem) {
 	sum.shimPSS += m.shimPSS
 	sum.sbUSS += m.sbUSS
 	sum.sbPSS += m.sbPSS
+	sum.shimAnon += m.shimAnon
 	sum.procs += m.procs
 	sum.shims += m.shims
 }
@@ -97,6 +99,7 @@ func (b *podsBench) densePodMemory(ctx context.Context) error {
 	b.res.add("pod overhead USS, "+what, "KiB", 0, get(func(m podMem) float64 { return m.uss }), 0.4)
 	b.res.add("of which shim PSS", "KiB", 0, get(func(m podMem) float64 { return m.shimPSS }), 0)
 	b.res.add("of which shim USS", "KiB", 0, get(func(m podMem) float64 { return m.shimUSS }), 0)
+	b.res.add("shim Anonymous (heap, stacks, Go runtime: no text)", "KiB", 0, get(func(m podMem) float64 { return m.shimAnon }), 0)
 	b.res.add("of which sandbox process PSS (holder or pause)", "KiB", 0, get(func(m podMem) float64 { return m.sbPSS }), 0)
 	b.res.add("of which sandbox process USS (holder or pause)", "KiB", 0, get(func(m podMem) float64 { return m.sbUSS }), 0)
 	b.res.add("processes counted per pod (shims + sandbox + other)", "procs", 1, get(func(m podMem) float64 { return float64(m.procs) }), 0)
@@ -135,7 +138,7 @@ func (b *podsBench) measurePods(ctx context.Context, k, pods, n int) (_ podMem, 
 	}
 	f := float64(pods)
 	return podMem{uss: sum.uss / f, pss: sum.pss / f, shimUSS: sum.shimUSS / f, shimPSS: sum.shimPSS / f,
-		sbUSS: sum.sbUSS / f, sbPSS: sum.sbPSS / f, procs: sum.procs / pods, shims: sum.shims / pods}, nil
+		sbUSS: sum.sbUSS / f, sbPSS: sum.sbPSS / f, shimAnon: sum.shimAnon / f, procs: sum.procs / pods, shims: sum.shims / pods}, nil
 }
 
 // podOverhead finds the pod's processes and sums their memory. The app
@@ -181,6 +184,7 @@ func (b *podsBench) podOverhead(ctx context.Context, p benchPod, tree procTree) 
 		case slices.Contains(shims, pid):
 			m.shimUSS += mm.uss
 			m.shimPSS += mm.pss
+			m.shimAnon += mm.anon
 		case pid == sandbox:
 			m.sbUSS += mm.uss
 			m.sbPSS += mm.pss

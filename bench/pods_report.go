@@ -125,8 +125,8 @@ func (res *podsResults) markdown() string {
 		"process) and everything below them except the app containers' process trees, i.e. shim(s) + holder or "+
 		"pause; USS (Private_Clean + Private_Dirty) and PSS summed over those processes, from "+
 		"/proc/PID/smaps_rollup after `sync` and %s of idling. One pod alone: %d readings per kind and container "+
-		"count, kinds alternating, nothing else of the bench running (the first pod's cost, its shim's text "+
-		"included). Full node: %d pods per kind at once (started %d at a time), one kind at a time, the per-pod "+
+		"count, kinds alternating, nothing else of the bench running (the first pod's cost: no other process maps the "+
+		"private shim copy, so its resident text counts in full in USS and PSS). Full node: %d pods per kind at once (started %d at a time), one kind at a time, the per-pod "+
 		"average (shared text divided among them in PSS). The machine may have been shared with other work "+
 		"(load average above): timings are indicative.\n",
 		c.samples, c.settle, c.rounds, c.densePods, c.concurrency)
