@@ -47,7 +47,8 @@ runtime.v1.PodSandboxMetadata    1 name string | 2 uid string | 3 namespace stri
 runtime.v1.DNSConfig             1 servers repeated string | 2 searches repeated string | 3 options repeated string
 runtime.v1.LinuxPodSandboxConfig 1 cgroup_parent string | 2 security_context runtime.v1.LinuxSandboxSecurityContext
 runtime.v1.LinuxSandboxSecurityContext 1 namespace_options runtime.v1.NamespaceOption
-runtime.v1.NamespaceOption       1 network runtime.v1.NamespaceMode | 2 pid runtime.v1.NamespaceMode | 3 ipc runtime.v1.NamespaceMode | 4 target_id string
+runtime.v1.NamespaceOption       1 network runtime.v1.NamespaceMode | 2 pid runtime.v1.NamespaceMode | 3 ipc runtime.v1.NamespaceMode | 4 target_id string | 5 userns_options runtime.v1.UserNamespace
+runtime.v1.UserNamespace         1 mode runtime.v1.NamespaceMode
 `
 
 var sandboxMessages = []descriptorMessage{
@@ -63,7 +64,7 @@ var sandboxMessages = []descriptorMessage{
 	&sandboxapi.SandboxMetricsRequest{}, &sandboxapi.SandboxMetricsResponse{},
 	&types.Platform{}, &types.Metric{}, &types.Sandbox{},
 	&criapi.PodSandboxConfig{}, &criapi.PodSandboxMetadata{}, &criapi.DNSConfig{},
-	&criapi.LinuxPodSandboxConfig{}, &criapi.LinuxSandboxSecurityContext{}, &criapi.NamespaceOption{},
+	&criapi.LinuxPodSandboxConfig{}, &criapi.LinuxSandboxSecurityContext{}, &criapi.NamespaceOption{}, &criapi.UserNamespace{},
 }
 
 func TestSandboxFieldNumbers(t *testing.T) {

@@ -104,6 +104,12 @@ func podConfig(r *sandboxapi.CreateSandboxRequest) (pod.Config, error) {
 		cfg.DNS = &pod.DNS{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
 	}
 	ns := pc.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if u := ns.GetUsernsOptions(); u != nil && u.Mode == criapi.NamespaceMode_POD {
+		// The CRI plugin would have the containers join the holder's user
+		// namespace, which is the node's: refused, never run as root of
+		// the node.
+		return cfg, fmt.Errorf("sandbox %q: user-namespaced pods are not supported with sandboxer \"shim\": %w", r.SandboxId, errInvalid)
+	}
 	cfg.CgroupParent = pc.GetLinux().GetCgroupParent()
 	cfg.HostNetwork = ns.GetNetwork() == criapi.NamespaceMode_NODE
 	cfg.HostIPC = ns.GetIpc() == criapi.NamespaceMode_NODE

@@ -47,6 +47,9 @@ func TestSandboxBadInput(t *testing.T) {
 		{"host network with a netns", &sandboxapi.CreateSandboxRequest{SandboxId: "p", BundlePath: bundle, NetnsPath: "/x",
 			Options: podOptions(t, &criapi.PodSandboxConfig{Linux: &criapi.LinuxPodSandboxConfig{SecurityContext: &criapi.LinuxSandboxSecurityContext{
 				NamespaceOptions: &criapi.NamespaceOption{Network: criapi.NamespaceMode_NODE}}}})}, codes.InvalidArgument},
+		{"user namespace", &sandboxapi.CreateSandboxRequest{SandboxId: "p", BundlePath: bundle,
+			Options: podOptions(t, &criapi.PodSandboxConfig{Linux: &criapi.LinuxPodSandboxConfig{SecurityContext: &criapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &criapi.NamespaceOption{UsernsOptions: &criapi.UserNamespace{Mode: criapi.NamespaceMode_POD}}}}})}, codes.InvalidArgument},
 	} {
 		if _, err := s.CreateSandbox(ctx, tc.req); status.Code(err) != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
