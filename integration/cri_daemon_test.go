@@ -197,8 +197,12 @@ const cniPluginDir = "/usr/lib/cni"
 func (d *criDaemon) cniConfig() string {
 	return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "lst-%[1]s", "plugins": [{"type": "ptp", "ipMasq": false,
   "ipam": {"type": "host-local", "subnet": "10.213.%[2]d.0/24", "dataDir": %[3]q}}]}
-`, filepath.Base(d.dir), (os.Getpid()+int(criPodSeq.Load()))%250+1, filepath.Join(d.dir, "cni", "ipam"))
+`, filepath.Base(d.dir), (os.Getpid()+int(cniSubnetSeq.Add(1)))%250+1, filepath.Join(d.dir, "cni", "ipam"))
 }
+
+// cniSubnetSeq gives each daemon of this test process its own /24, and the
+// pid keeps concurrent test processes mostly apart.
+var cniSubnetSeq atomic.Int64
 
 // criConfigBase is what both config layouts share: containerd off the
 // machine's paths (as configTemplate, but with CRI on and NRI off, whose
