@@ -137,7 +137,8 @@ func TestPodConfigFromCRI(t *testing.T) {
 
 // The whole lifecycle as containerd drives it, on a host-network pod: the
 // pod keeps the shim (Count, Shutdown), Connect on the sandbox id names the
-// holder, Stop makes Wait return, ShutdownSandbox ends the shim.
+// holder, Stop makes Wait return, after ShutdownSandbox Shutdown ends the
+// shim.
 func TestSandboxLifecycle(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (namespaces, mounts): run as make test does")
@@ -212,10 +213,14 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := s.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxId: "pod"}); err != nil {
 		t.Fatal(err)
 	}
+	// cmd/shim follows with Shutdown, which now finds the shim empty.
+	if _, err := s.Shutdown(ctx, &taskapi.ShutdownRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-shut:
 	case <-time.After(5 * time.Second):
-		t.Fatal("ShutdownSandbox of the last pod did not end the shim")
+		t.Fatal("Shutdown after the last pod's ShutdownSandbox did not end the shim")
 	}
 	if n := s.Count(); n != 0 {
 		t.Errorf("count %d after shutdown", n)
