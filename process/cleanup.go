@@ -47,7 +47,7 @@ func (f *Factory) Cleanup(ctx context.Context, bundle, id, ns string) (Exit, err
 	if err != nil {
 		rc = NewRuntimeConfig(bundle, ns, "") // only the defaults can have been used
 	}
-	err = f.newRuntime(rc).Delete(ctx, id, true)
+	err = f.newRuntime(rc.oci()).Delete(ctx, id, true)
 	if err != nil && !errors.Is(err, oci.ErrNotExist) { // already gone: cleanup is idempotent
 		errs = append(errs, fmt.Errorf("runtime delete: %w", err))
 	}
