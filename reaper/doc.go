@@ -22,6 +22,6 @@
 // Exit status follows the shell convention: the exit code, or 128+signal for a
 // process killed by a signal (ExitStatus).
 //
-// reaper imports only the standard library and golang.org/x/sys; it never
-// imports process, task or proto.
+// reaper imports only the standard library, golang.org/x/sys and procfs (a
+// leaf); it never imports process, task or proto.
 package reaper

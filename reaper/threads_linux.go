@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/procfs"
 )
 
 // idleThreads is how many OS threads an idle daemon needs (GOMAXPROCS=1):
@@ -122,44 +124,6 @@ func liveThreads() int {
 	if err != nil || n <= 0 {
 		return 0
 	}
-	return statThreads(buf[:n])
-}
-
-// statThreads parses num_threads (field 20) out of a /proc/PID/stat line, or
-// returns 0. Field 2, the command name in parentheses, may itself hold
-// spaces and parentheses, so fields are counted from the last ')'.
-func statThreads(b []byte) int {
-	i := len(b) - 1
-	for i >= 0 && b[i] != ')' {
-		i--
-	}
-	if i < 0 {
-		return 0
-	}
-	const want = 20
-	field, n, inField := 2, 0, false // the ')' ends field 2
-	for _, c := range b[i+1:] {
-		if c == ' ' || c == '\n' {
-			if inField && field == want {
-				return n
-			}
-			inField = false
-			continue
-		}
-		if !inField {
-			inField = true
-			field++
-		}
-		if field != want {
-			continue
-		}
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int(c-'0')
-	}
-	if inField && field == want {
-		return n
-	}
-	return 0
+	threads, _ := procfs.StatUint(buf[:n], 20) // num_threads; 0 if malformed
+	return int(threads)
 }

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Enforces the import direction of STYLE.md §3:
 #   cmd/shim → task → process → {oci → reaper, stdio}; proto is a leaf;
-#   integration sees only proto (and the built binary).
+#   integration sees only proto (and the built binary). procfs is a leaf
+#   under reaper and stdio: the /proc parsing both need, which neither may
+#   take from the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=github.com/leanshim/leanshim
 
 # allowed[pkg] = project packages it may import (prefix match on proto/).
 declare -A allowed=(
-  [reaper]=""
-  [stdio]=""
+  [procfs]=""
+  [reaper]="procfs"
+  [stdio]="procfs"
   [oci]="reaper"
   [cgroup]="proto"
   [process]="oci reaper stdio"
