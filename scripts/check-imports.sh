@@ -11,6 +11,7 @@ mod=github.com/leanshim/leanshim
 # allowed[pkg] = project packages it may import (prefix match on proto/).
 declare -A allowed=(
   [procfs]=""
+  [leakcheck]=""
   [reaper]="procfs"
   [stdio]="procfs"
   [oci]="reaper"
@@ -21,8 +22,12 @@ declare -A allowed=(
 )
 # Tests may also wire what cmd/shim wires (a composition root): the task
 # fuzz harness builds a process factory on a real reaper.
+# stdio's and reaper's TestMain fail on leaked goroutines and fds through
+# the test-only leakcheck package.
 declare -A testAllowed=(
   [task]="reaper"
+  [stdio]="leakcheck"
+  [reaper]="leakcheck"
 )
 
 fail=0
