@@ -6,10 +6,10 @@
 // the shim starts itself (the OCI runtime binary, a logging binary) are
 // started through Reaper.Start, which keeps a Tracker open across the fork
 // (no lock is held while the child starts), so an instant exit is never
-// lost. Processes
-// whose pid is only learnt later (a container's init, read from runc's pid
-// file) are covered by a Tracker: it keeps every exit of an unknown pid while
-// it is open, so Claim finds an exit that happened before the pid was known.
+// lost. Processes whose pid is only learnt later (a container's init, read
+// from runc's pid file) are covered by a Tracker: it keeps every exit of an
+// unknown pid while it is open, so Claim finds an exit that happened before
+// the pid was known.
 //
 // The reaper also keeps the shim's OS threads down. The Go runtime never ends
 // an idle thread, and forks, waits and SIGCHLD are what make it start more
