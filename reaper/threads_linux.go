@@ -10,16 +10,22 @@ import (
 	"github.com/leanshim/leanshim/procfs"
 )
 
-// idleThreads is how many OS threads an idle daemon needs (GOMAXPROCS=1):
-// sysmon; the thread that waits in epoll for the network poller; the one
-// os/signal's receiver blocks in (a futex wait for the next signal); the
-// thread os/signal keeps locked so that signals stay deliverable
-// (runtime.ensureSigM); and the template thread its LockOSThread starts.
-// Run's signal.Notify brings the last three. Every other thread is one the
-// runtime started because all of these were busy (a system call that
-// outlasted sysmon's tick, a SIGCHLD arriving while another thread polled),
-// and the runtime keeps such a thread idle for good.
-const idleThreads = 5
+// How many OS threads an idle shim needs is the Go runtime's business (today
+// sysmon, a thread for the network poller, os/signal's receiver, the thread
+// it keeps locked so that signals stay deliverable, and the template thread
+// that locking starts), so the reaper does not assume it: it learns it. The
+// runtime never ends an idle thread, so the thread count at any moment only
+// says how many threads were once busy at once (6 to 8 when Run starts); the
+// need shows only when a thread ends: if the runtime needed it, it starts a
+// replacement (handoffp's startm finds no idle thread). So until the need is
+// known each shed watches the thread it ended (watchShed), and the first
+// whose end the runtime undoes, with no activity of the reaper's meanwhile
+// (a start, a wake-up) that could have started a thread instead, fixes the
+// floor at the count it ended from.
+
+// shedSettle is how long watchShed gives the ended thread to exit and the
+// runtime to start a replacement before it counts.
+const shedSettle = 5 * time.Millisecond
 
 // shedDelay is how long a shed waits before it ends a thread, so that the
 // activity that called it has settled: the thread that then runs it is the
@@ -33,16 +39,18 @@ const shedDelay = time.Millisecond
 // a goroutine that waits shedDelay, locks its thread and returns; the P then
 // passes to an idle thread.
 //
-// It ends nothing while the process has r.idleThreads threads or fewer. It
-// never ends the main thread (the runtime would park it, not end it) nor a
-// thread that started a child that has not been reaped: the child's
-// Pdeathsig is tied to the thread that forked it (prctl(2)
+// It ends nothing while the process has r.idleThreads threads or fewer (once
+// that floor is known; before, it ends any surplus and learns the floor, see
+// above). It never ends the main thread (the runtime would park it, not end
+// it) nor a thread that started a child that has not been reaped: the
+// child's Pdeathsig is tied to the thread that forked it (prctl(2)
 // PR_SET_PDEATHSIG), so the thread's end would kill it (Start records those
 // threads in r.forks; a child with Pdeathsig must be started by Start). Only
 // RunCmd and the reap loop call it, after activity: it never wakes an idle
 // shim.
 func (r *Reaper) shedThread() {
-	if r.idleThreads <= 0 || liveThreads() <= r.idleThreads {
+	r.activity.Add(1)
+	if liveThreads() <= r.floor() {
 		return
 	}
 	r.mu.Lock()
@@ -57,7 +65,8 @@ func (r *Reaper) shedThread() {
 	go func() {
 		defer r.sheds.Done()
 		time.Sleep(shedDelay)
-		if liveThreads() <= r.idleThreads {
+		from := liveThreads()
+		if from <= r.floor() {
 			return
 		}
 		runtime.LockOSThread()
@@ -65,8 +74,34 @@ func (r *Reaper) shedThread() {
 			runtime.UnlockOSThread()
 			return
 		}
+		if r.idleThreads.Load() == 0 {
+			r.sheds.Add(1)
+			go r.watchShed(from, r.activity.Load()) // joined by Run, through sheds
+		}
 		// Returning while still locked ends this thread.
 	}()
+}
+
+// floor is the thread count below which shedThread ends nothing: the
+// learnt (or set) floor, or 1 while it is unknown.
+func (r *Reaper) floor() int {
+	return max(int(r.idleThreads.Load()), 1)
+}
+
+// watchShed learns the floor from one shed that ended a thread when the
+// process had from threads and the reaper's activity count was seq: if,
+// once the end has settled, the process has from threads or more again and
+// the reaper did nothing meanwhile, the runtime replaced the thread because
+// it needed it, and from is what an idle process needs.
+func (r *Reaper) watchShed(from int, seq uint64) {
+	defer r.sheds.Done()
+	time.Sleep(shedSettle)
+	if liveThreads() < from || r.activity.Load() != seq {
+		return // a surplus thread ended, or the count says nothing
+	}
+	if r.idleThreads.CompareAndSwap(0, int32(from)) {
+		r.log.Debug("idle OS threads learnt", "threads", from)
+	}
 }
 
 // forkThreads records which thread started each child that Start started and
