@@ -15,7 +15,8 @@
 // an idle thread, and forks, waits and SIGCHLD are what make it start more
 // than an idle shim needs; so after each runtime command and each SIGCHLD the
 // reaper ends one surplus thread, never one whose child still runs (that
-// child's Pdeathsig would fire). Reaper.OnDisposableThread gives code that
+// child's Pdeathsig would fire). What is surplus it learns from the runtime
+// itself: a thread it ended that the runtime starts again was needed. Reaper.OnDisposableThread gives code that
 // changes a thread for good (a mount made from another working directory) a
 // thread that ends afterwards, chosen by the same rule.
 //

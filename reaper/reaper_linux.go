@@ -38,6 +38,11 @@ type Reaper struct {
 
 	idleThreads atomic.Int32  // shedThread leaves this many OS threads; 0 until learnt (threads_linux.go)
 	activity    atomic.Uint64 // counts Starts and shedThread calls (each follows activity); read by watchShed
+	learn       struct {
+		sync.Mutex      // guards the fields below
+		seen, least int // watchShed's observations of the floor so far, and the least
+		watches     int // watchShed calls so far
+	}
 }
 
 // Config configures New.

@@ -18,14 +18,25 @@ import (
 // says how many threads were once busy at once (6 to 8 when Run starts); the
 // need shows only when a thread ends: if the runtime needed it, it starts a
 // replacement (handoffp's startm finds no idle thread). So until the need is
-// known each shed watches the thread it ended (watchShed), and the first
-// whose end the runtime undoes, with no activity of the reaper's meanwhile
-// (a start, a wake-up) that could have started a thread instead, fixes the
-// floor at the count it ended from.
+// known each shed watches the thread it ended (watchShed): once that thread
+// has gone, a count back where the shed found it, with no activity of the
+// reaper's meanwhile (a start, a wake-up) that could have started a thread
+// instead, says the runtime replaced it. The floor is the least count of
+// floorSamples such observations: activity the reaper cannot see (a
+// request's blocking system call) can only make one read high.
 
-// shedSettle is how long watchShed gives the ended thread to exit and the
-// runtime to start a replacement before it counts.
-const shedSettle = 5 * time.Millisecond
+const (
+	// shedSettle is how long watchShed gives the runtime to start a
+	// replacement once the ended thread has gone.
+	shedSettle = 5 * time.Millisecond
+	// shedGone bounds watchShed's wait for the ended thread to go.
+	shedGone = 100 * time.Millisecond
+	// floorSamples is how many observations fix the floor.
+	floorSamples = 2
+	// maxWatches bounds the watches of a Reaper's life, and so the sheds
+	// they start themselves (see watchShed).
+	maxWatches = 16
+)
 
 // shedDelay is how long a shed waits before it ends a thread, so that the
 // activity that called it has settled: the thread that then runs it is the
@@ -70,13 +81,14 @@ func (r *Reaper) shedThread() {
 			return
 		}
 		runtime.LockOSThread()
-		if tid := unix.Gettid(); tid == unix.Getpid() || r.forks.forked(tid) {
+		tid := unix.Gettid()
+		if tid == unix.Getpid() || r.forks.forked(tid) {
 			runtime.UnlockOSThread()
 			return
 		}
 		if r.idleThreads.Load() == 0 {
 			r.sheds.Add(1)
-			go r.watchShed(from, r.activity.Load()) // joined by Run, through sheds
+			go r.watchShed(from, tid, r.activity.Load()) // joined by Run, through sheds
 		}
 		// Returning while still locked ends this thread.
 	}()
@@ -88,20 +100,51 @@ func (r *Reaper) floor() int {
 	return max(int(r.idleThreads.Load()), 1)
 }
 
-// watchShed learns the floor from one shed that ended a thread when the
-// process had from threads and the reaper's activity count was seq: if,
-// once the end has settled, the process has from threads or more again and
-// the reaper did nothing meanwhile, the runtime replaced the thread because
-// it needed it, and from is what an idle process needs.
-func (r *Reaper) watchShed(from int, seq uint64) {
+// watchShed watches one shed that ended thread tid when the process had
+// from threads and the reaper's activity count was seq: if the runtime
+// replaced the thread, it needed it, and from is one observation of the
+// floor.
+func (r *Reaper) watchShed(from, tid int, seq uint64) {
 	defer r.sheds.Done()
+	if r.replaced(from, tid, seq) {
+		r.learn.Lock()
+		if r.learn.seen == 0 || from < r.learn.least {
+			r.learn.least = from
+		}
+		if r.learn.seen++; r.learn.seen == floorSamples && r.idleThreads.CompareAndSwap(0, int32(r.learn.least)) {
+			r.log.Debug("idle OS threads learnt", "threads", r.learn.least)
+		}
+		r.learn.Unlock()
+	}
+	// Only activity calls a shed, and ending a thread the runtime needs can
+	// leave it one more than before (it may start a second while the ended
+	// one exits), so a watch sheds again while the process is above the
+	// floor: until the floor is learnt and reached, a bounded number of
+	// times in all (maxWatches).
+	r.learn.Lock()
+	r.learn.watches++
+	again := r.learn.watches < maxWatches
+	r.learn.Unlock()
+	if again && liveThreads() > r.floor() {
+		r.shedThread()
+	}
+}
+
+// replaced reports whether the runtime replaced thread tid, which a shed
+// ended when the process had from threads and the reaper's activity count
+// was seq: tid has gone, the runtime has had shedSettle to start another,
+// the process has from threads again and the reaper did nothing meanwhile.
+func (r *Reaper) replaced(from, tid int, seq uint64) bool {
+	// Until the ended thread has gone the count still includes it.
+	deadline := time.Now().Add(shedGone)
+	for unix.Tgkill(unix.Getpid(), tid, 0) == nil {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 	time.Sleep(shedSettle)
-	if liveThreads() < from || r.activity.Load() != seq {
-		return // a surplus thread ended, or the count says nothing
-	}
-	if r.idleThreads.CompareAndSwap(0, int32(from)) {
-		r.log.Debug("idle OS threads learnt", "threads", from)
-	}
+	return liveThreads() >= from && r.activity.Load() == seq
 }
 
 // forkThreads records which thread started each child that Start started and

@@ -75,7 +75,7 @@ func TestShedLearnsFloor(t *testing.T) {
 			t.Fatalf("no floor learnt: %d threads, %d with the surplus", liveThreads(), surplus)
 		}
 		r.shedThread()
-		time.Sleep(shedDelay + 2*shedSettle) // the shed, then its watch
+		time.Sleep(shedDelay + 3*shedSettle) // the shed, then its watch
 	}
 	floor := int(r.idleThreads.Load())
 	if floor >= surplus {
