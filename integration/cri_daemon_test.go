@@ -61,6 +61,7 @@ type criDaemon struct {
 	logDir       string // pods' log directories go below
 	runcLog      string // the runc wrapper of the options handler appends its argv here
 	cgroupParent string // prefix of every pod's cgroup parent
+	noPauseImage bool   // the pause image is not imported (withoutPauseImage)
 }
 
 // criFlavor is a containerd build whose CRI plugin the test drives.
@@ -79,9 +80,16 @@ var criHandlers = map[string]string{
 	"io.containerd.runc.v2": "runc",
 }
 
+// criOption changes what startCRIDaemon sets up.
+type criOption func(*criDaemon)
+
+// withoutPauseImage imports only the app image: a daemon whose pods need no
+// pause image (the shim-sandbox handler).
+func withoutPauseImage() criOption { return func(d *criDaemon) { d.noPauseImage = true } }
+
 // startCRIDaemon starts a private containerd of flavor fl with the CRI
 // plugin, imports the images and stops everything in tb.Cleanup.
-func startCRIDaemon(tb testing.TB, fl criFlavor, crictl string, imgs criImages) *criDaemon {
+func startCRIDaemon(tb testing.TB, fl criFlavor, crictl string, imgs criImages, opts ...criOption) *criDaemon {
 	tb.Helper()
 	handler, ok := criHandlers[suite.runtime]
 	if !ok {
@@ -114,6 +122,9 @@ func startCRIDaemon(tb testing.TB, fl criFlavor, crictl string, imgs criImages) 
 		logDir:       filepath.Join(dir, "logs"),
 		runcLog:      filepath.Join(dir, "runc-wrapper.log"),
 		cgroupParent: fmt.Sprintf("/lscri%dx%s", os.Getpid(), filepath.Base(dir)),
+	}
+	for _, o := range opts {
+		o(d)
 	}
 	if fl.version != "1.6" {
 		d.socketDir = filepath.Join(dir, "s") // containerd 2.x takes it from its config
@@ -162,6 +173,10 @@ func (d *criDaemon) writeConfigs() error {
 			d.address, d.address, int(crictlTimeout.Seconds())), 0o600},
 		{wrapper, script, 0o755},
 		{leanOptions, fmt.Sprintf("BinaryName = %q\n", wrapper), 0o644},
+		{filepath.Join(d.dir, "cni", "net.d", "10-leanshim-test.conflist"), d.cniConfig(), 0o644},
+	}
+	if err := os.MkdirAll(filepath.Join(d.dir, "cni", "net.d"), 0o755); err != nil {
+		return err
 	}
 	for _, f := range files {
 		if err := os.WriteFile(f.path, []byte(f.content), f.mode); err != nil {
@@ -170,6 +185,24 @@ func (d *criDaemon) writeConfigs() error {
 	}
 	return nil
 }
+
+// cniPluginDir is where Debian's containernetworking-plugins (scripts/deps.sh)
+// installs the CNI plugins.
+const cniPluginDir = "/usr/lib/cni"
+
+// cniConfig is the network of pods that have one (not host network): ptp,
+// a veth pair per pod, addresses from a /24 of this daemon's own (host-local
+// IPAM with its state in the daemon's dir), no masquerading. The network
+// teardown removes each pod's veth and route.
+func (d *criDaemon) cniConfig() string {
+	return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "lst-%[1]s", "plugins": [{"type": "ptp", "ipMasq": false,
+  "ipam": {"type": "host-local", "subnet": "10.213.%[2]d.0/24", "dataDir": %[3]q}}]}
+`, filepath.Base(d.dir), (os.Getpid()+int(cniSubnetSeq.Add(1)))%250+1, filepath.Join(d.dir, "cni", "ipam"))
+}
+
+// cniSubnetSeq gives each daemon of this test process its own /24, and the
+// pid keeps concurrent test processes mostly apart.
+var cniSubnetSeq atomic.Int64
 
 // criConfigBase is what both config layouts share: containerd off the
 // machine's paths (as configTemplate, but with CRI on and NRI off, whose
@@ -241,9 +274,13 @@ func (d *criDaemon) containerdConfig(wrapper, leanOptions string) string {
   restrict_oom_score_adj = true
   disable_apparmor = true
 [plugins."io.containerd.cri.v1.runtime".cni]
-  bin_dirs = [%q]
+  bin_dirs = [%q, %q]
   conf_dir = %q
-`, d.socketDir, criPauseImage, filepath.Join(d.dir, "cni", "bin"), filepath.Join(d.dir, "cni", "net.d"))
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lean-shim]
+  runtime_type = "io.containerd.lean.v2"
+  sandboxer = "shim"
+  disable_pause_image_pull = true
+`, d.socketDir, criPauseImage, filepath.Join(d.dir, "cni", "bin"), cniPluginDir, filepath.Join(d.dir, "cni", "net.d"))
 	}
 	fmt.Fprintf(&b, `
 %[1]s.lean]
@@ -268,10 +305,14 @@ func (d *criDaemon) containerdConfig(wrapper, leanOptions string) string {
 // the sandbox image from its (made-up) registry.
 func (d *criDaemon) importImages(tb testing.TB, imgs criImages) {
 	tb.Helper()
-	for _, tarball := range []string{imgs.pause, imgs.app} {
+	tarballs, refs := []string{imgs.pause, imgs.app}, []string{criPauseImage, criAppImage}
+	if d.noPauseImage {
+		tarballs, refs = tarballs[1:], refs[1:]
+	}
+	for _, tarball := range tarballs {
 		d.mustCtr(tb, "images", "import", tarball)
 	}
-	for _, ref := range []string{criPauseImage, criAppImage} {
+	for _, ref := range refs {
 		var r cmdResult
 		if !poll(criStateTimeout, func() bool {
 			r = d.crictl("inspecti", ref)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Enforces the import direction of STYLE.md §3:
-#   cmd/shim → task → process → {oci → reaper, stdio}; proto is a leaf;
+#   cmd/shim → task → process → {oci → reaper, stdio}; task → pod → reaper,
+#   cgroup; proto is a leaf;
 #   integration sees only proto (and the built binary). procfs is a leaf
 #   under reaper and stdio: the /proc parsing both need, which neither may
 #   take from the other.
@@ -17,7 +18,8 @@ declare -A allowed=(
   [oci]="reaper"
   [cgroup]="proto"
   [process]="oci reaper stdio"
-  [task]="process proto cgroup"
+  [pod]="reaper cgroup"
+  [task]="process proto cgroup pod"
   [integration]="proto"
 )
 # Tests may also wire what cmd/shim wires (a composition root): the task

@@ -14,6 +14,7 @@ checks=(
 	"busybox-static:/usr/bin/busybox"
 	"criu:criu"
 	"protobuf-compiler:protoc"
+	"containernetworking-plugins:/usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/loopback"
 )
 
 present() {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
 )
 
@@ -67,9 +68,9 @@ func code(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, errAlreadyExists), errors.Is(err, process.ErrAlreadyExists):
 		return codes.AlreadyExists
-	case errors.Is(err, errPrecondition), errors.Is(err, process.ErrInvalidState):
+	case errors.Is(err, errPrecondition), errors.Is(err, process.ErrInvalidState), errors.Is(err, pod.ErrState):
 		return codes.FailedPrecondition
-	case errors.Is(err, errInvalid), errors.Is(err, process.ErrInvalidArgument),
+	case errors.Is(err, errInvalid), errors.Is(err, process.ErrInvalidArgument), errors.Is(err, pod.ErrInvalid),
 		errors.Is(err, errors.ErrUnsupported):
 		return codes.InvalidArgument
 	case errors.Is(err, context.DeadlineExceeded):

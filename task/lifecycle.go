@@ -55,6 +55,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		}
 	}()
 
+	if err := s.patchPodSpec(r.Bundle); err != nil {
+		return nil, toStatus(fmt.Errorf("container %q: pod files: %w", r.Id, err))
+	}
 	c := &container{id: r.Id, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher,
 		onDone: s.goBackground, execs: make(map[string]*execEntry), initDone: make(chan struct{})}
 	if s.cfg.Log != nil {

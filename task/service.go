@@ -11,6 +11,7 @@ import (
 	gogotypes "github.com/gogo/protobuf/types"
 
 	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/tasktypes"
@@ -27,6 +28,9 @@ type Config struct {
 	Cgroups *cgroup.Hierarchy
 	// OOM watches containers' memory cgroups; nil disables OOM events.
 	OOM OOMWatcher
+	// Pods makes the pods of the sandbox API (sandbox.go); nil: the shim
+	// serves no sandbox API and CreateSandbox fails.
+	Pods *pod.Factory
 	// Shutdown is called (once, without blocking) when the Shutdown rpc
 	// finds no task left: the shim should stop serving and exit.
 	Shutdown func()
@@ -45,8 +49,9 @@ type OOMWatcher interface {
 type Service struct {
 	cfg Config
 
-	mu         sync.Mutex            // guards containers
+	mu         sync.Mutex            // guards containers and pods
 	containers map[string]*container // nil value: a Create in progress
+	pods       map[string]*pod.Pod   // sandboxes (sandbox.go); nil value: a CreateSandbox in progress
 
 	bg       sync.WaitGroup // background work (killAll); WaitBackground joins it
 	shutOnce sync.Once
@@ -56,7 +61,7 @@ var _ taskapi.TaskService = (*Service)(nil)
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	return &Service{cfg: cfg, containers: make(map[string]*container)}
+	return &Service{cfg: cfg, containers: make(map[string]*container), pods: make(map[string]*pod.Pod)}
 }
 
 // WaitBackground blocks until the Service's background work has finished.
@@ -77,11 +82,12 @@ func (s *Service) get(id string) (*container, error) {
 	return c, nil
 }
 
-// Count returns how many containers the shim serves.
+// Count returns how many containers and sandboxes the shim serves: while
+// it holds either it must not exit.
 func (s *Service) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.containers)
+	return len(s.containers) + len(s.pods)
 }
 
 // State reports a process's status.
@@ -184,6 +190,11 @@ func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*task
 	resp := &taskapi.ConnectResponse{ShimPid: uint32(os.Getpid())}
 	if c, err := s.get(r.Id); err == nil {
 		resp.TaskPid = uint32(c.init.Pid())
+	} else if p, err := s.pod(r.Id); err == nil {
+		// containerd 2.x reconnects to a sandbox's shim with Connect on
+		// the sandbox id: its task is the holder.
+		_, pid, _, _ := p.Status()
+		resp.TaskPid = uint32(pid)
 	}
 	return resp, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gogo/protobuf/proto"
 	gogotypes "github.com/gogo/protobuf/types"
 
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/reaper"
@@ -47,6 +48,10 @@ func deleteAction(cfg config, stdout, stderr io.Writer) error {
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err) // a warning: the exit is still reported
+	}
+	// A sandbox's bundle (sandbox API): end its holder, unmount its /dev/shm.
+	if err := pod.Cleanup(bundle, cfg.id); err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
 	}
 	removeDeadSocket(bundle)
 

@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
 )
 
@@ -52,6 +53,10 @@ func main() {
 	// rootfs mount (process.Factory, openUserns).
 	if os.Args[0] == process.UsernsHolderArg0 {
 		os.Exit(process.HoldUserns())
+	}
+	// A pod's namespace holder where it is not hand-assembled (pod.Hold).
+	if os.Args[0] == pod.HolderArg0 {
+		os.Exit(pod.Hold())
 	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

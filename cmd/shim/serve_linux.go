@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
+	"github.com/leanshim/leanshim/proto/sandboxapi"
 	"github.com/leanshim/leanshim/proto/taskapi"
 	"github.com/leanshim/leanshim/proto/taskapiv3"
 	"github.com/leanshim/leanshim/reaper"
@@ -38,6 +40,9 @@ type shimAPI struct {
 	// task service behind its orphanGuard) and returns what to run on
 	// SIGTERM once the server has stopped (or nil).
 	register func(srv *ttrpc.Server, core taskapi.TaskService, pub *task.Publisher) func(context.Context) error
+	// sandbox: the daemon also serves the sandbox API (containerd 2.x's
+	// sandboxer = "shim"), with pods made by the task core.
+	sandbox bool
 }
 
 // taskShimAPI serves containerd.task.v2.Task and, for containerd 2.x, the
@@ -55,6 +60,7 @@ func taskShimAPI(cfg config) shimAPI {
 			taskapiv3.RegisterTaskService(srv, core) // same methods, same messages: only the name differs
 			return nil
 		},
+		sandbox: true,
 	}
 }
 
@@ -200,17 +206,28 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 	// The watcher reports only containers the service has Added, so d.svc
 	// is set before the first report.
 	hier, oom := d.watchOOM(ctx, func(id string) { d.svc.ReportOOM(id) })
+	var pods *pod.Factory
+	if api.sandbox {
+		pods = pod.NewFactory(r, hier, api.log)
+	}
 	d.svc = task.New(task.Config{
 		Namespace: cfg.namespace,
 		Processes: process.NewFactory(r),
 		Publisher: evs,
 		Cgroups:   hier,
 		OOM:       oom,
+		Pods:      pods,
 		Log:       api.log,
 		Shutdown:  func() { close(d.shutdown) }, // called once by the service
 	})
 	d.guard = newOrphanGuard(d.svc, orphanConfig{Grace: orphanGrace(api.log), Count: d.svc.Count, Log: api.log})
 	d.terminate = api.register(srv, d.guard, d.pub)
+	if api.sandbox {
+		// Not behind the guard: a pod counts as held (Count), which is
+		// all the guard needs to know, and ShutdownSandbox ends the shim
+		// through the core's Shutdown as the task API's would.
+		sandboxapi.RegisterSandboxService(srv, d.svc)
+	}
 	// The shim is empty until the first Create: the grace period runs.
 	d.guard.arm()
 	go func() { d.serveErr <- srv.Serve(ctx, l) }() // owned by d: ends on Shutdown/Close
