@@ -217,40 +217,6 @@ func (h *Hierarchy) ForPid(pid int) (*Cgroup, error) {
 	return h.fromPaths(paths)
 }
 
-// ForPath returns the cgroup an OCI spec's linux.cgroupsPath names, resolved
-// as runc resolves it: "slice:prefix:name" is a systemd unit; an absolute
-// path is relative to each hierarchy's root; a relative one is relative to
-// this process's own cgroup on v1 and to its parent on v2 (runc's fs and fs2
-// drivers; runc is this process's child and starts in its cgroup).
-func (h *Hierarchy) ForPath(cgroupsPath string) (*Cgroup, error) {
-	p, err := systemdPath(cgroupsPath)
-	if err != nil {
-		return nil, err
-	}
-	if p == "" {
-		return nil, fmt.Errorf("empty cgroupsPath: %w", ErrNotFound)
-	}
-	if filepath.IsAbs(p) {
-		return h.fromPaths(map[string]string{"": p, "*": p})
-	}
-	b, err := os.ReadFile(filepath.Join(h.proc, "self", "cgroup"))
-	if err != nil {
-		return nil, fmt.Errorf("own cgroup: %w", err)
-	}
-	own, err := parseProcCgroup(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("own cgroup: %w", err)
-	}
-	paths := make(map[string]string, len(own))
-	for c, o := range own {
-		if c == "" {
-			o = filepath.Dir(o)
-		}
-		paths[c] = filepath.Join(o, p)
-	}
-	return h.fromPaths(paths)
-}
-
 // fromPaths builds the Cgroup of per-controller cgroup paths as in
 // /proc/PID/cgroup: key "" is the unified path, "*" stands for every v1
 // controller without its own key.

@@ -101,30 +101,6 @@ func TestParseProcCgroup(t *testing.T) {
 	}
 }
 
-func TestSystemdPath(t *testing.T) {
-	tests := []struct {
-		in, want string
-		wantErr  bool
-	}{
-		{"/kubepods/pod1/c1", "/kubepods/pod1/c1", false},
-		{"relative/c1", "relative/c1", false},
-		{"system.slice:docker:abc", "/system.slice/docker-abc.scope", false},
-		{":cri-containerd:abc", "/system.slice/cri-containerd-abc.scope", false},
-		{"kubepods-besteffort-pod1.slice:cri-containerd:abc", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-abc.scope", false},
-		{"-:p:n", "/p-n.scope", false},
-		{"user.slice:p:my.slice", "/user.slice/my.slice", false},
-		{"bad-.slice:p:n", "", true},
-		{"a/b.slice:p:n", "", true},
-		{"system.slice:p:", "", true},
-	}
-	for _, tc := range tests {
-		got, err := systemdPath(tc.in)
-		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("systemdPath(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.wantErr)
-		}
-	}
-}
-
 // fixtureV1 is a V1 Hierarchy over testdata: each controller's mount root is
 // /ctr/c1, so the cgroup /ctr/c1 of testdata/proc/4242 is testdata/v1/<ctrl>.
 func fixtureV1(t *testing.T) *Hierarchy {
@@ -159,44 +135,5 @@ func TestForPid(t *testing.T) {
 	}
 	if _, err := h.ForPid(999999); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing pid: %v", err)
-	}
-}
-
-func TestForPath(t *testing.T) {
-	h := &Hierarchy{version: V1, proc: "testdata/proc", v1: map[string]mount{
-		"memory": {"/m", "/"}, "cpu": {"/c", "/"}, "cpuacct": {"/c", "/"}, "pids": {"/p", "/"},
-	}}
-	u := &Hierarchy{version: V2, proc: "testdata/proc", v2: mount{"/sys/fs/cgroup", "/"}}
-	tests := []struct {
-		name string
-		h    *Hierarchy
-		path string
-		want map[string]string // V1 dirs, or "" → the V2 dir
-	}{
-		{"v1 absolute", h, "/ns/c1", map[string]string{"memory": "/m/ns/c1", "cpu": "/c/ns/c1", "cpuacct": "/c/ns/c1", "pids": "/p/ns/c1"}},
-		// Relative to this process's own cgroup (testdata/proc/self/cgroup).
-		{"v1 relative", h, "c1", map[string]string{"memory": "/m/shim/c1", "cpu": "/c/shim/c1", "cpuacct": "/c/shim/c1", "pids": "/p/shim/c1"}},
-		{"v1 systemd", h, "system.slice:x:c1", map[string]string{"memory": "/m/system.slice/x-c1.scope", "cpu": "/c/system.slice/x-c1.scope", "cpuacct": "/c/system.slice/x-c1.scope", "pids": "/p/system.slice/x-c1.scope"}},
-		{"v2 absolute", u, "/ns/c1", map[string]string{"": "/sys/fs/cgroup/ns/c1"}},
-		// Relative to the parent of the own cgroup, as runc's fs2 driver.
-		{"v2 relative", u, "c1", map[string]string{"": "/sys/fs/cgroup/user.slice/c1"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cg, err := tc.h.ForPath(tc.path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := cg.dirs
-			if cg.version == V2 {
-				got = map[string]string{"": cg.dir}
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-	if _, err := h.ForPath(""); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("empty path: %v", err)
 	}
 }

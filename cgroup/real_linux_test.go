@@ -38,7 +38,8 @@ func realV1(t *testing.T) *Hierarchy {
 // directories when the test ends. It returns the Cgroup.
 func makeV1(t *testing.T, h *Hierarchy, name string, controllers []string, settings [][2]string) *Cgroup {
 	t.Helper()
-	cg, err := h.ForPath(fmt.Sprintf("/leanshim-test-%d-%s", os.Getpid(), name))
+	p := fmt.Sprintf("/leanshim-test-%d-%s", os.Getpid(), name)
+	cg, err := h.fromPaths(map[string]string{"": p, "*": p})
 	if err != nil {
 		t.Fatal(err)
 	}

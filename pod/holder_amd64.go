@@ -6,20 +6,15 @@ import "debug/elf"
 const holderMachine = elf.EM_X86_64
 
 // holderCode is the whole holder program for x86-64 Linux, position
-// independent, entered with the kernel's initial stack. It names itself,
-// blocks SIGINT, SIGTERM and SIGCHLD and takes them one at a time with
+// independent, entered with the kernel's initial stack. It blocks SIGINT,
+// SIGTERM and SIGCHLD, then names itself, and takes them one at a time with
 // rt_sigtimedwait(2): SIGCHLD reaps every exited child (as PID 1 of a pod's
 // PID namespace it inherits the pod's orphans), SIGINT or SIGTERM exits 0.
 // Blocked signals are queued even for a PID namespace's init, which the
 // kernel otherwise spares every signal it has no handler for. Assembled
-// with GNU as 2.40 (Intel syntax) and checked against objdump -d; the
-// program is in the comments, its encoding on the right.
+// with GNU as 2.40 (Intel syntax) and checked against objdump -d: the
+// encoding on the left, each instruction in the comment beside it.
 var holderCode = []byte{
-	// prctl(PR_SET_NAME, name)
-	0xbf, 0x0f, 0x00, 0x00, 0x00, //       mov    edi, 15           PR_SET_NAME
-	0x48, 0x8d, 0x35, 0x6d, 0x00, 0x00, 0x00, // lea rsi, [rip+name] (name at 121, next instruction at 12)
-	0xb8, 0x9d, 0x00, 0x00, 0x00, //       mov    eax, 157          prctl
-	0x0f, 0x05, //                         syscall
 	// rt_sigprocmask(SIG_BLOCK, &set, NULL, 8), set on the stack
 	0x68, 0x02, 0x40, 0x01, 0x00, //       push   0x14002           SIGINT|SIGTERM|SIGCHLD
 	0x48, 0x89, 0xe3, //                   mov    rbx, rsp          rbx = &set, kept
@@ -28,6 +23,12 @@ var holderCode = []byte{
 	0x31, 0xd2, //                         xor    edx, edx
 	0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov    r10d, 8           sizeof(sigset_t)
 	0xb8, 0x0e, 0x00, 0x00, 0x00, //       mov    eax, 14           rt_sigprocmask
+	0x0f, 0x05, //                         syscall
+	// prctl(PR_SET_NAME, name): from here on the holder is named, and
+	// its signals are blocked (what a caller may wait for)
+	0xbf, 0x0f, 0x00, 0x00, 0x00, //       mov    edi, 15           PR_SET_NAME
+	0x48, 0x8d, 0x35, 0x51, 0x00, 0x00, 0x00, // lea rsi, [rip+name] (name at 121, next instruction at 40)
+	0xb8, 0x9d, 0x00, 0x00, 0x00, //       mov    eax, 157          prctl
 	0x0f, 0x05, //                         syscall
 	// wait: sig = rt_sigtimedwait(&set, NULL, NULL, 8)
 	0x48, 0x89, 0xdf, //                   mov    rdi, rbx

@@ -31,6 +31,37 @@ func runReaper(t *testing.T) *reaper.Reaper {
 	return r
 }
 
+// run runs a command through the test's reaper (the only wait4 caller of
+// the process, so os/exec's own wait would race it) and returns its output.
+func run(t *testing.T, r *reaper.Reaper, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, e, err := r.RunCmd(ctx, exec.Command(name, args...), nil, true)
+	if err == nil && e.Status != 0 {
+		err = fmt.Errorf("%s exited %d", name, e.Status)
+	}
+	return string(out), err
+}
+
+// waitNamed waits until the holder has named itself, which it does once
+// its signals are blocked (holderCode); the Go holder (Hold) has no such
+// point, and is given a moment.
+func waitNamed(t *testing.T, pid int) {
+	t.Helper()
+	if holderCode == nil {
+		time.Sleep(200 * time.Millisecond) // the Go runtime's start: no condition to wait on
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.TrimSpace(readProc(t, pid, "comm")) != HolderArg0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("holder %d never named itself", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -89,8 +120,7 @@ func TestPodLifecycle(t *testing.T) {
 	if err := os.WriteFile(netns, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mk := exec.Command("unshare", "--net="+netns, "true")
-	if out, err := mk.CombinedOutput(); err != nil {
+	if out, err := run(t, r, "unshare", "--net="+netns, "true"); err != nil {
 		t.Fatalf("unshare: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(netns, unix.MNT_DETACH) })
@@ -112,9 +142,7 @@ func TestPodLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if comm := strings.TrimSpace(readProc(t, pid, "comm")); comm != HolderArg0 && holderCode != nil {
-		t.Errorf("holder comm %q, want %q", comm, HolderArg0)
-	}
+	waitNamed(t, pid)
 	self := os.Getpid()
 	for _, ns := range []string{"uts", "ipc", "pid"} {
 		if nsOf(t, pid, ns) == nsOf(t, self, ns) {
@@ -129,8 +157,8 @@ func TestPodLifecycle(t *testing.T) {
 		t.Errorf("holder network namespace %s, want the pod's (inode %d)", got, st.Ino)
 	}
 	// Its hostname, from inside its UTS namespace.
-	out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-u", "hostname").CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "podhost" {
+	out, err := run(t, r, "nsenter", "-t", fmt.Sprint(pid), "-u", "hostname")
+	if err != nil || strings.TrimSpace(out) != "podhost" {
 		t.Errorf("hostname in the pod: %q %v", out, err)
 	}
 	if holderCode != nil {
@@ -140,13 +168,12 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	// An orphan in the pod's PID namespace is reaped by the holder: a
 	// process started into it whose parent (nsenter) exits at once.
-	orphan := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-p", "--", "sh", "-c", "sleep 1 >/dev/null 2>&1 &")
-	if out, err := orphan.CombinedOutput(); err != nil {
+	if out, err := run(t, r, "nsenter", "-t", fmt.Sprint(pid), "-p", "--", "sh", "-c", "sleep 1 >/dev/null 2>&1 &"); err != nil {
 		t.Fatalf("nsenter: %v: %s", err, out)
 	}
 	children := func() string {
-		out, _ := exec.Command("ps", "-o", "stat=", "--ppid", fmt.Sprint(pid)).Output()
-		return strings.TrimSpace(string(out))
+		out, _ := run(t, r, "ps", "-o", "stat=", "--ppid", fmt.Sprint(pid)) // exits 1 when it lists none
+		return strings.TrimSpace(out)
 	}
 	if c := children(); c == "" {
 		t.Fatal("the orphan was not re-parented to the holder")
@@ -199,6 +226,7 @@ func TestHolderExitsOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitNamed(t, pid)
 	if nsOf(t, pid, "net") != nsOf(t, os.Getpid(), "net") || nsOf(t, pid, "ipc") != nsOf(t, os.Getpid(), "ipc") {
 		t.Error("a host-network, host-IPC pod's holder is not in the host's namespaces")
 	}

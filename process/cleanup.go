@@ -11,23 +11,23 @@ import (
 	"github.com/leanshim/leanshim/oci"
 )
 
-// DefaultRuntimeRoot is where the OCI runtime keeps its state when the
+// defaultRuntimeRoot is where the OCI runtime keeps its state when the
 // runtime options name no root, as containerd-shim-runc-v2 uses it; the
 // namespace is appended, so `runc --root /run/containerd/runc/<ns> list`
 // keeps working after swapping shims.
-const DefaultRuntimeRoot = "/run/containerd/runc"
+const defaultRuntimeRoot = "/run/containerd/runc"
 
 // initPidFile is where the runtime writes the init's pid (--pid-file), in
 // the bundle.
 const initPidFile = "init.pid"
 
 // NewRuntimeConfig returns the runtime config of a container of containerd
-// namespace ns whose bundle is bundle: state under root/ns (DefaultRuntimeRoot
+// namespace ns whose bundle is bundle: state under root/ns (defaultRuntimeRoot
 // when root is ""), the runtime's JSON log in the bundle. The caller sets
 // the binary and its flags.
 func NewRuntimeConfig(bundle, ns, root string) RuntimeConfig {
 	if root == "" {
-		root = DefaultRuntimeRoot
+		root = defaultRuntimeRoot
 	}
 	return RuntimeConfig{Root: filepath.Join(root, ns), Log: filepath.Join(bundle, "log.json")}
 }
@@ -47,7 +47,7 @@ func (f *Factory) Cleanup(ctx context.Context, bundle, id, ns string) (Exit, err
 	if err != nil {
 		rc = NewRuntimeConfig(bundle, ns, "") // only the defaults can have been used
 	}
-	err = f.newRuntime(rc).Delete(ctx, id, true)
+	err = f.newRuntime(rc.oci()).Delete(ctx, id, true)
 	if err != nil && !errors.Is(err, oci.ErrNotExist) { // already gone: cleanup is idempotent
 		errs = append(errs, fmt.Errorf("runtime delete: %w", err))
 	}

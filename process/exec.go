@@ -82,9 +82,7 @@ func (e *Exec) Start(ctx context.Context) (_ int, retErr error) {
 	if err := e.init.CanExec(); err != nil {
 		return 0, fmt.Errorf("start exec %s: %w", e.id, err)
 	}
-	iocfg := e.cfg.IO
-	iocfg.Start, iocfg.ID = e.init.factory.starter(), e.init.id
-	io, err := stdio.Open(iocfg)
+	io, err := e.cfg.IO.open(e.init.factory, e.init.id, e.init.ns, e.id)
 	if err != nil {
 		return 0, stdioError(err)
 	}
@@ -179,10 +177,10 @@ func (e *Exec) startFailed() {
 	close(e.done)
 }
 
-func (e *Exec) watch(exitc <-chan reaper.Exit) {
+func (e *Exec) watch(exitc <-chan Exit) {
 	x := <-exitc
 	e.mu.Lock()
-	e.exit = Exit{Pid: x.Pid, Status: x.Status, At: x.At}
+	e.exit = x
 	_ = move(&e.state, Stopped) // Running: Delete refuses a running exec
 	if e.pidfd >= 0 {
 		_ = unix.Close(e.pidfd) // no signal is sent to a Stopped exec

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/leanshim/leanshim/oci"
-	"github.com/leanshim/leanshim/reaper"
 	"github.com/leanshim/leanshim/stdio"
 )
 
@@ -25,6 +24,7 @@ const thawTimeout = 30 * time.Second
 // InitConfig describes a container's init process.
 type InitConfig struct {
 	ID, Bundle   string
+	Namespace    string // containerd's, for a binary:// logger (and its execs')
 	Rootfs       []Mount
 	IO           IOConfig
 	NoPivot      bool
@@ -43,6 +43,7 @@ type InitConfig struct {
 // Init is a container's init process.
 type Init struct {
 	id, bundle string
+	ns         string // containerd namespace
 	rt         Runtime
 	io         *stdio.Pipes
 	mounted    bool
@@ -72,8 +73,8 @@ type Init struct {
 // The returned Init is Created; its exit watcher is running.
 func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr error) {
 	p := &Init{
-		id: cfg.ID, bundle: cfg.Bundle, factory: f, onExit: cfg.OnExit,
-		rt:   f.newRuntime(cfg.Runtime),
+		id: cfg.ID, bundle: cfg.Bundle, ns: cfg.Namespace, factory: f, onExit: cfg.OnExit,
+		rt:   f.newRuntime(cfg.Runtime.oci()),
 		done: make(chan struct{}), state: Created,
 	}
 	shared, err := sharesPidNamespace(cfg.Bundle)
@@ -96,9 +97,7 @@ func (f *Factory) NewInit(ctx context.Context, cfg InitConfig) (_ *Init, retErr 
 			}
 		}()
 	}
-	iocfg := cfg.IO
-	iocfg.Start, iocfg.ID = f.starter(), cfg.ID
-	io, err := stdio.Open(iocfg)
+	io, err := cfg.IO.open(f, cfg.ID, cfg.Namespace, "")
 	if err != nil {
 		return nil, stdioError(err)
 	}
@@ -161,10 +160,10 @@ func (p *Init) launch(ctx context.Context, op string, run func(stdio oci.Stdio, 
 	return nil
 }
 
-func (p *Init) watch(exitc <-chan reaper.Exit) {
+func (p *Init) watch(exitc <-chan Exit) {
 	e := <-exitc
 	p.mu.Lock()
-	p.exit = Exit{Pid: e.Pid, Status: e.Status, At: e.At}
+	p.exit = e
 	p.exited = true
 	paused := p.state == Paused
 	if p.state.live() {

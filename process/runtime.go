@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
 
 	"github.com/leanshim/leanshim/oci"
 	"github.com/leanshim/leanshim/reaper"
@@ -31,12 +31,12 @@ type Runtime interface {
 	Restore(ctx context.Context, id string, o oci.RestoreOpts) error
 }
 
-// Exit is how a process ended.
-type Exit struct {
-	Pid    int
-	Status int // exit code, or 128+signal
-	At     time.Time
-}
+// Exit is how a process ended. The reaper owns the type (it records every
+// exit it reaps); process names it for its callers, which do not import the
+// reaper, and also makes up the exits of processes that never ran (255,
+// notRun) or that Cleanup killed (137). One type, so an exit passes from the
+// reaper to the task service without being copied field by field.
+type Exit = reaper.Exit
 
 // Factory makes processes. It holds what every process shares: the reaper
 // and the way to build a runtime client.
@@ -63,11 +63,44 @@ func (f *Factory) starter() stdio.Starter {
 	}
 }
 
-// RuntimeConfig selects and configures the OCI runtime binary of a container.
-type RuntimeConfig = oci.Config
+// RuntimeConfig selects and configures the OCI runtime binary of a
+// container. NewInit records it in the bundle (the JSON names are that
+// file's format), so Cleanup runs the same runtime.
+type RuntimeConfig struct {
+	Binary        string `json:"binary,omitempty"` // name or path; "runc" when empty
+	Root          string `json:"root"`             // state root, e.g. /run/containerd/runc/<namespace>
+	Log           string `json:"log,omitempty"`    // the runtime's JSON log, <bundle>/log.json
+	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
+	Criu          string `json:"criu,omitempty"` // criu binary for checkpoint and restore; "" for the runtime's default
+}
 
-// IOConfig names a process's streams (see stdio.Config).
-type IOConfig = stdio.Config
+// oci is c as the runtime client takes it.
+func (c RuntimeConfig) oci() oci.Config {
+	return oci.Config{Binary: c.Binary, Root: c.Root, Log: c.Log, SystemdCgroup: c.SystemdCgroup, Criu: c.Criu}
+}
+
+// IOConfig names a process's streams as containerd sends them: "" for none,
+// a FIFO path (or fifo:// URI), file:///path, or binary:// or binary-v2://
+// (a logging program). UID and GID own the pipes the process gets
+// (io_uid/io_gid). Log, if set, records output discarded because its FIFO
+// had no reader.
+type IOConfig struct {
+	Stdin, Stdout, Stderr string
+	Terminal              bool
+	UID, GID              int
+	Log                   *slog.Logger
+}
+
+// open opens c's streams for a process of container id in namespace ns
+// (execID is "" for the init); a binary:// logger is started through the
+// reaper.
+func (c IOConfig) open(f *Factory, id, ns, execID string) (*stdio.Pipes, error) {
+	return stdio.Open(stdio.Config{
+		Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr, Terminal: c.Terminal,
+		UID: c.UID, GID: c.GID, Log: c.Log,
+		Start: f.starter(), ID: id, Namespace: ns, ExecID: execID,
+	})
+}
 
 // runtimeError wraps a runtime failure the way containerd words it
 // ("OCI runtime create failed: <runtime message>") and keeps the class. The

@@ -19,6 +19,8 @@ import (
 // on such a thread starts the next try, holds the thread until that try has
 // locked another one, then unlocks it and returns, leaving it alive.
 func (r *Reaper) OnDisposableThread(fn func()) {
+	r.activity.Add(1) // a thread ends, the runtime may start one: no floor from this
+	defer r.activity.Add(1)
 	done := make(chan struct{})
 	// Joined by the receive below: exactly one try closes done.
 	go func() {

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,7 +36,13 @@ type Reaper struct {
 	stopped  bool                  // Run has returned or is returning
 	sheds    sync.WaitGroup        // shedThread goroutines in flight; Run waits for them
 
-	idleThreads int // shedThread leaves this many OS threads; 0: it never sheds
+	idleThreads atomic.Int32  // shedThread leaves this many OS threads; 0 until learnt (threads_linux.go)
+	activity    atomic.Uint64 // counts Starts and shedThread calls (each follows activity); read by watchShed
+	learn       struct {
+		sync.Mutex      // guards the fields below
+		seen, least int // watchShed's observations of the floor so far, and the least
+		watches     int // watchShed calls so far
+	}
 }
 
 // Config configures New.
@@ -65,8 +72,6 @@ func New(cfg Config) (*Reaper, error) {
 		trackers: make(map[*Tracker]struct{}),
 		wake:     make(chan struct{}, 1),
 		forks:    forkThreads{byPid: make(map[int]int), byTid: make(map[int]int)},
-
-		idleThreads: idleThreads,
 	}, nil
 }
 
@@ -146,6 +151,7 @@ func (r *Reaper) deliver(e Exit) {
 // cmd.SysProcAttr.Pdeathsig, which is tied to the forking thread rather
 // than to the process (prctl(2) PR_SET_PDEATHSIG), means "if the shim dies".
 func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
+	r.activity.Add(1)
 	t := r.Track()
 	defer t.Close()
 	// Locked, so that the thread recorded below is the one that forked.

@@ -4,20 +4,32 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/leanshim/leanshim/leakcheck"
+	"golang.org/x/sys/unix"
 )
 
+// TestMain runs the fake runtime when asked to; otherwise it fails the
+// package if its tests leave goroutines (reap loops, sheds, waiters) or fds
+// (pidfds, pipes of started commands) behind.
 func TestMain(m *testing.M) {
 	if pidFile := os.Getenv("REAPER_FAKE_RUNTIME"); pidFile != "" {
 		fakeRuntime(pidFile)
 		return
 	}
-	os.Exit(m.Run())
+	// os/signal starts its receiving goroutine at the first Notify and
+	// keeps it for the process's life: start it before the count.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGCHLD)
+	signal.Stop(sigs)
+	leakcheck.Main(m, nil)
 }
 
 // fakeRuntime starts a child that exits 3 at once, writes its pid to

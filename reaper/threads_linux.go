@@ -6,18 +6,37 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leanshim/leanshim/procfs"
 )
 
-// idleThreads is how many OS threads an idle daemon needs (GOMAXPROCS=1):
-// sysmon; the thread that waits in epoll for the network poller; the one
-// os/signal's receiver blocks in (a futex wait for the next signal); the
-// thread os/signal keeps locked so that signals stay deliverable
-// (runtime.ensureSigM); and the template thread its LockOSThread starts.
-// Run's signal.Notify brings the last three. Every other thread is one the
-// runtime started because all of these were busy (a system call that
-// outlasted sysmon's tick, a SIGCHLD arriving while another thread polled),
-// and the runtime keeps such a thread idle for good.
-const idleThreads = 5
+// How many OS threads an idle shim needs is the Go runtime's business (today
+// sysmon, a thread for the network poller, os/signal's receiver, the thread
+// it keeps locked so that signals stay deliverable, and the template thread
+// that locking starts), so the reaper does not assume it: it learns it. The
+// runtime never ends an idle thread, so the thread count at any moment only
+// says how many threads were once busy at once (6 to 8 when Run starts); the
+// need shows only when a thread ends: if the runtime needed it, it starts a
+// replacement (handoffp's startm finds no idle thread). So until the need is
+// known each shed watches the thread it ended (watchShed): once that thread
+// has gone, a count back where the shed found it, with no activity of the
+// reaper's meanwhile (a start, a wake-up) that could have started a thread
+// instead, says the runtime replaced it. The floor is the least count of
+// floorSamples such observations: activity the reaper cannot see (a
+// request's blocking system call) can only make one read high.
+
+const (
+	// shedSettle is how long watchShed gives the runtime to start a
+	// replacement once the ended thread has gone.
+	shedSettle = 5 * time.Millisecond
+	// shedGone bounds watchShed's wait for the ended thread to go.
+	shedGone = 100 * time.Millisecond
+	// floorSamples is how many observations fix the floor.
+	floorSamples = 2
+	// maxWatches bounds the watches of a Reaper's life, and so the sheds
+	// they start themselves (see watchShed).
+	maxWatches = 16
+)
 
 // shedDelay is how long a shed waits before it ends a thread, so that the
 // activity that called it has settled: the thread that then runs it is the
@@ -31,16 +50,18 @@ const shedDelay = time.Millisecond
 // a goroutine that waits shedDelay, locks its thread and returns; the P then
 // passes to an idle thread.
 //
-// It ends nothing while the process has r.idleThreads threads or fewer. It
-// never ends the main thread (the runtime would park it, not end it) nor a
-// thread that started a child that has not been reaped: the child's
-// Pdeathsig is tied to the thread that forked it (prctl(2)
+// It ends nothing while the process has r.idleThreads threads or fewer (once
+// that floor is known; before, it ends any surplus and learns the floor, see
+// above). It never ends the main thread (the runtime would park it, not end
+// it) nor a thread that started a child that has not been reaped: the
+// child's Pdeathsig is tied to the thread that forked it (prctl(2)
 // PR_SET_PDEATHSIG), so the thread's end would kill it (Start records those
 // threads in r.forks; a child with Pdeathsig must be started by Start). Only
 // RunCmd and the reap loop call it, after activity: it never wakes an idle
 // shim.
 func (r *Reaper) shedThread() {
-	if r.idleThreads <= 0 || liveThreads() <= r.idleThreads {
+	r.activity.Add(1)
+	if liveThreads() <= r.floor() {
 		return
 	}
 	r.mu.Lock()
@@ -55,16 +76,75 @@ func (r *Reaper) shedThread() {
 	go func() {
 		defer r.sheds.Done()
 		time.Sleep(shedDelay)
-		if liveThreads() <= r.idleThreads {
+		from := liveThreads()
+		if from <= r.floor() {
 			return
 		}
 		runtime.LockOSThread()
-		if tid := unix.Gettid(); tid == unix.Getpid() || r.forks.forked(tid) {
+		tid := unix.Gettid()
+		if tid == unix.Getpid() || r.forks.forked(tid) {
 			runtime.UnlockOSThread()
 			return
 		}
+		if r.idleThreads.Load() == 0 {
+			r.sheds.Add(1)
+			go r.watchShed(from, tid, r.activity.Load()) // joined by Run, through sheds
+		}
 		// Returning while still locked ends this thread.
 	}()
+}
+
+// floor is the thread count below which shedThread ends nothing: the
+// learnt (or set) floor, or 1 while it is unknown.
+func (r *Reaper) floor() int {
+	return max(int(r.idleThreads.Load()), 1)
+}
+
+// watchShed watches one shed that ended thread tid when the process had
+// from threads and the reaper's activity count was seq: if the runtime
+// replaced the thread, it needed it, and from is one observation of the
+// floor.
+func (r *Reaper) watchShed(from, tid int, seq uint64) {
+	defer r.sheds.Done()
+	if r.replaced(from, tid, seq) {
+		r.learn.Lock()
+		if r.learn.seen == 0 || from < r.learn.least {
+			r.learn.least = from
+		}
+		if r.learn.seen++; r.learn.seen == floorSamples && r.idleThreads.CompareAndSwap(0, int32(r.learn.least)) {
+			r.log.Debug("idle OS threads learnt", "threads", r.learn.least)
+		}
+		r.learn.Unlock()
+	}
+	// Only activity calls a shed, and ending a thread the runtime needs can
+	// leave it one more than before (it may start a second while the ended
+	// one exits), so a watch sheds again while the process is above the
+	// floor: until the floor is learnt and reached, a bounded number of
+	// times in all (maxWatches).
+	r.learn.Lock()
+	r.learn.watches++
+	again := r.learn.watches < maxWatches
+	r.learn.Unlock()
+	if again && liveThreads() > r.floor() {
+		r.shedThread()
+	}
+}
+
+// replaced reports whether the runtime replaced thread tid, which a shed
+// ended when the process had from threads and the reaper's activity count
+// was seq: tid has gone, the runtime has had shedSettle to start another,
+// the process has from threads again and the reaper did nothing meanwhile.
+func (r *Reaper) replaced(from, tid int, seq uint64) bool {
+	// Until the ended thread has gone the count still includes it.
+	deadline := time.Now().Add(shedGone)
+	for unix.Tgkill(unix.Getpid(), tid, 0) == nil {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(shedSettle)
+	return liveThreads() >= from && r.activity.Load() == seq
 }
 
 // forkThreads records which thread started each child that Start started and
@@ -122,44 +202,6 @@ func liveThreads() int {
 	if err != nil || n <= 0 {
 		return 0
 	}
-	return statThreads(buf[:n])
-}
-
-// statThreads parses num_threads (field 20) out of a /proc/PID/stat line, or
-// returns 0. Field 2, the command name in parentheses, may itself hold
-// spaces and parentheses, so fields are counted from the last ')'.
-func statThreads(b []byte) int {
-	i := len(b) - 1
-	for i >= 0 && b[i] != ')' {
-		i--
-	}
-	if i < 0 {
-		return 0
-	}
-	const want = 20
-	field, n, inField := 2, 0, false // the ')' ends field 2
-	for _, c := range b[i+1:] {
-		if c == ' ' || c == '\n' {
-			if inField && field == want {
-				return n
-			}
-			inField = false
-			continue
-		}
-		if !inField {
-			inField = true
-			field++
-		}
-		if field != want {
-			continue
-		}
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int(c-'0')
-	}
-	if inField && field == want {
-		return n
-	}
-	return 0
+	threads, _ := procfs.StatUint(buf[:n], 20) // num_threads; 0 if malformed
+	return int(threads)
 }

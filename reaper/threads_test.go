@@ -10,25 +10,7 @@ import (
 	"time"
 )
 
-func TestStatThreads(t *testing.T) {
-	for _, tc := range []struct {
-		name, line string
-		want       int
-	}{
-		{"plain", "4242 (containerd-shim) S 1 4242 4242 0 -1 4194560 700 0 0 0 1 2 0 0 20 0 5 0 12345 1000 200\n", 5},
-		{"comm with spaces and parens", "7 (a) b (c)) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 17 0 1 2 3", 17},
-		{"num_threads last", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 12", 12},
-		{"too short", "7 (x) S 1 7", 0},
-		{"no comm", "7 x S 1", 0},
-		{"not a number", "7 (x) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 z 0", 0},
-		{"empty", "", 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := statThreads([]byte(tc.line)); got != tc.want {
-				t.Fatalf("statThreads(%q) = %d, want %d", tc.line, got, tc.want)
-			}
-		})
-	}
+func TestLiveThreads(t *testing.T) {
 	if n := liveThreads(); n < 1 {
 		t.Fatalf("liveThreads() = %d", n)
 	}
@@ -39,7 +21,7 @@ func TestStatThreads(t *testing.T) {
 // it.
 func TestShedKeepsForkingThread(t *testing.T) {
 	r := newRunning(t)
-	r.idleThreads = 1 // shed whenever it can
+	r.idleThreads.Store(1) // shed whenever it can
 	stop := make(chan struct{})
 	var shedders sync.WaitGroup
 	shedders.Add(1)
@@ -59,21 +41,64 @@ func TestShedKeepsForkingThread(t *testing.T) {
 	shedders.Wait()
 }
 
-// TestShedEndsSurplusThreads leaves idle threads behind, then checks that
-// shedding ends some of them. The surplus is made for certain: goroutines
-// that each lock an OS thread, all at once, need a thread each (more of
-// them than the process has threads); once they unlock and end, those
-// threads stay with the runtime, idle.
+// TestShedEndsSurplusThreads leaves idle threads behind (leaveSurplus), then
+// checks that shedding ends some of them.
 func TestShedEndsSurplusThreads(t *testing.T) {
 	r := newRunning(t)
-	before := liveThreads()
+	before, surplus := leaveSurplus(t)
+	r.idleThreads.Store(int32(before))
+	deadline := time.Now().Add(10 * time.Second)
+	for liveThreads() >= surplus {
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d threads, %d before the blocking calls", liveThreads(), before)
+		}
+		r.shedThread()
+		runtime.Gosched()
+		time.Sleep(5 * shedDelay)
+	}
+}
+
+// TestShedLearnsFloor starts from a Reaper that does not know how many
+// threads the process needs, leaves a surplus, and sheds, one shed and its
+// watch at a time as after real activity, until the floor is learnt: a shed
+// ended a thread and the runtime started another. The floor is below the
+// surplus, and shedding takes the process down to it.
+func TestShedLearnsFloor(t *testing.T) {
+	r := newRunning(t)
+	if n := r.idleThreads.Load(); n != 0 {
+		t.Fatalf("floor %d known before any shed", n)
+	}
+	_, surplus := leaveSurplus(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.idleThreads.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no floor learnt: %d threads, %d with the surplus", liveThreads(), surplus)
+		}
+		r.shedThread()
+		time.Sleep(shedDelay + 3*shedSettle) // the shed, then its watch
+	}
+	floor := int(r.idleThreads.Load())
+	if floor >= surplus {
+		t.Fatalf("floor %d learnt, not below the %d threads of the surplus", floor, surplus)
+	}
+	t.Logf("floor %d threads, surplus %d", floor, surplus)
+}
+
+// leaveSurplus leaves idle threads behind for certain and returns the
+// thread count before and after: goroutines that each lock an OS thread,
+// all at once, need a thread each (more of them than the process has
+// threads); once they unlock and end, those threads stay with the runtime,
+// idle.
+func leaveSurplus(t *testing.T) (before, surplus int) {
+	t.Helper()
+	before = liveThreads()
 	n := before + 4
 	var locked, wg sync.WaitGroup
 	release := make(chan struct{})
 	locked.Add(n)
 	for range n {
 		wg.Add(1)
-		go func() { // owned by this test: joined below
+		go func() { // owned by this helper: joined below
 			defer wg.Done()
 			runtime.LockOSThread()
 			locked.Done()
@@ -84,20 +109,11 @@ func TestShedEndsSurplusThreads(t *testing.T) {
 	locked.Wait()
 	close(release)
 	wg.Wait()
-	surplus := liveThreads()
+	surplus = liveThreads()
 	if surplus < n {
 		t.Fatalf("%d goroutines locked to their threads at once left %d threads, %d before: no surplus to shed", n, surplus, before)
 	}
-	r.idleThreads = before
-	deadline := time.Now().Add(10 * time.Second)
-	for liveThreads() >= surplus {
-		if time.Now().After(deadline) {
-			t.Fatalf("still %d threads, %d before the blocking calls", liveThreads(), before)
-		}
-		r.shedThread()
-		runtime.Gosched()
-		time.Sleep(5 * shedDelay)
-	}
+	return before, surplus
 }
 
 // runPdeathsigChildren runs 8 children at once through r, each with

@@ -2,15 +2,19 @@
 # Enforces the import direction of STYLE.md §3:
 #   cmd/shim → task → process → {oci → reaper, stdio}; task → pod → reaper,
 #   cgroup; proto is a leaf;
-#   integration sees only proto (and the built binary).
+#   integration sees only proto (and the built binary). procfs is a leaf
+#   under reaper and stdio: the /proc parsing both need, which neither may
+#   take from the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=github.com/leanshim/leanshim
 
 # allowed[pkg] = project packages it may import (prefix match on proto/).
 declare -A allowed=(
-  [reaper]=""
-  [stdio]=""
+  [procfs]=""
+  [leakcheck]=""
+  [reaper]="procfs"
+  [stdio]="procfs"
   [oci]="reaper"
   [cgroup]="proto"
   [process]="oci reaper stdio"
@@ -20,8 +24,12 @@ declare -A allowed=(
 )
 # Tests may also wire what cmd/shim wires (a composition root): the task
 # fuzz harness builds a process factory on a real reaper.
+# stdio's and reaper's TestMain fail on leaked goroutines and fds through
+# the test-only leakcheck package.
 declare -A testAllowed=(
   [task]="reaper"
+  [stdio]="leakcheck"
+  [reaper]="leakcheck"
 )
 
 fail=0

@@ -48,7 +48,6 @@ package stdio
 //     shim and races its own reaper for the exit status.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +62,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leanshim/leanshim/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -310,22 +310,14 @@ func (l *logger) exiting() bool {
 }
 
 // statExiting reports whether a /proc/<pid>/stat line is of a process that is
-// exiting (PF_EXITING) or a zombie. The command name, in parentheses, may hold
-// anything, so fields are counted from its closing parenthesis.
+// exiting (PF_EXITING) or a zombie (fields 3 and 9; procfs.StatField counts
+// them past the command name, which may hold anything).
 func statExiting(stat []byte) bool {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(stat[i+1:])) // state ppid pgrp session tty_nr tpgid flags ...
-	if len(f) < 7 {
-		return false
-	}
-	if f[0] == "Z" || f[0] == "X" {
+	if state := procfs.StatField(stat, 3); string(state) == "Z" || string(state) == "X" {
 		return true
 	}
-	flags, err := strconv.ParseUint(f[6], 10, 64)
-	return err == nil && flags&pfExiting != 0
+	flags, ok := procfs.StatUint(stat, 9)
+	return ok && flags&pfExiting != 0
 }
 
 // reap waits for the logger through the Starter's wait, then disarms the

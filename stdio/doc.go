@@ -14,5 +14,6 @@
 // end the process's stdin, and only CloseStdin (the task API's CloseIO) gives
 // up that hold.
 //
-// stdio imports no project package; it knows nothing of processes.
+// stdio imports no project package but procfs (a leaf); it knows nothing of
+// processes.
 package stdio

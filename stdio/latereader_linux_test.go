@@ -135,7 +135,7 @@ func TestLateReaderGetsEverything(t *testing.T) {
 			if b := await(t, errp, gotErr); string(b) != "to stderr" {
 				t.Errorf("stderr: got %q", b)
 			}
-			if d := p.Discarded(); d != 0 {
+			if d := p.discarded(); d != 0 {
 				t.Errorf("discarded %d bytes", d)
 			}
 		})

@@ -295,19 +295,6 @@ func bufferedCopy(dst *output, src *os.File) error {
 	}
 }
 
-// Discarded returns how many bytes of output were thrown away because their
-// FIFO had no reader.
-func (p *Pipes) Discarded() int64 {
-	var n int64
-	for _, o := range p.outs {
-		n += o.total.Load()
-	}
-	if o, ok := p.consoleOutput(); ok {
-		n += o.total.Load()
-	}
-	return n
-}
-
 func (p *Pipes) copierDone() {
 	p.mu.Lock()
 	p.pending--
@@ -356,13 +343,4 @@ func chown(f *os.File, cfg Config) error {
 		return fmt.Errorf("chown stdio pipe: %w", err)
 	}
 	return nil
-}
-
-// consoleOutput returns the terminal's output FIFO, if it has one.
-func (p *Pipes) consoleOutput() (*output, bool) {
-	if p.con == nil {
-		return nil, false
-	}
-	o, ok := p.con.out.(*output)
-	return o, ok
 }

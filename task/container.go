@@ -31,7 +31,6 @@ import (
 // held, so the queue order is the decision order.
 type container struct {
 	id        string
-	ns        string
 	uid       int // io_uid/io_gid: owner of every process's stdio pipes
 	gid       int
 	init      *process.Init

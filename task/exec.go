@@ -48,7 +48,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*gog
 	x.p = c.init.NewExec(process.ExecConfig{
 		ID: r.ExecId, Spec: spec,
 		IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
-			UID: c.uid, GID: c.gid, Namespace: c.ns, Log: c.log, ExecID: r.ExecId},
+			UID: c.uid, GID: c.gid, Log: c.log},
 		OnExit: func(e process.Exit) { c.onExecExit(x, e) },
 	})
 	c.execs[r.ExecId] = x

@@ -58,7 +58,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := s.patchPodSpec(r.Bundle); err != nil {
 		return nil, toStatus(fmt.Errorf("container %q: pod files: %w", r.Id, err))
 	}
-	c := &container{id: r.Id, ns: s.cfg.Namespace, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher,
+	c := &container{id: r.Id, uid: int(opts.IoUid), gid: int(opts.IoGid), req: r, pub: s.cfg.Publisher,
 		onDone: s.goBackground, execs: make(map[string]*execEntry), initDone: make(chan struct{})}
 	if s.cfg.Log != nil {
 		c.log = s.cfg.Log.With("id", r.Id)
@@ -69,9 +69,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	init, err := c.createInit(func() (*process.Init, error) {
 		return s.cfg.Processes.NewInit(ctx, process.InitConfig{
-			ID: r.Id, Bundle: r.Bundle, Rootfs: mounts,
+			ID: r.Id, Bundle: r.Bundle, Namespace: s.cfg.Namespace, Rootfs: mounts,
 			IO: process.IOConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal,
-				UID: int(opts.IoUid), GID: int(opts.IoGid), Namespace: s.cfg.Namespace, Log: c.log},
+				UID: int(opts.IoUid), GID: int(opts.IoGid), Log: c.log},
 			NoPivot:          opts.NoPivotRoot,
 			NoNewKeyring:     opts.NoNewKeyring,
 			Runtime:          s.runtimeConfig(r.Bundle, opts),

@@ -104,6 +104,12 @@ func podConfig(r *sandboxapi.CreateSandboxRequest) (pod.Config, error) {
 		cfg.DNS = &pod.DNS{Servers: d.Servers, Searches: d.Searches, Options: d.Options}
 	}
 	ns := pc.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if u := ns.GetUsernsOptions(); u != nil && u.Mode == criapi.NamespaceMode_POD {
+		// The CRI plugin would have the containers join the holder's user
+		// namespace, which is the node's: refused, never run as root of
+		// the node.
+		return cfg, fmt.Errorf("sandbox %q: user-namespaced pods are not supported with sandboxer \"shim\": %w", r.SandboxId, errInvalid)
+	}
 	cfg.CgroupParent = pc.GetLinux().GetCgroupParent()
 	cfg.HostNetwork = ns.GetNetwork() == criapi.NamespaceMode_NODE
 	cfg.HostIPC = ns.GetIpc() == criapi.NamespaceMode_NODE
@@ -220,9 +226,10 @@ func (s *Service) PingSandbox(ctx context.Context, r *sandboxapi.PingRequest) (*
 	return &sandboxapi.PingResponse{}, nil
 }
 
-// ShutdownSandbox stops the pod, removes its files, forgets it, and ends
-// the shim when nothing is left in it; containerd then closes its
-// connection and deletes the bundle.
+// ShutdownSandbox stops the pod, removes its files and forgets it. The
+// shim should then end if nothing is left in it (containerd closes its
+// connection and deletes the bundle next): the caller follows with
+// Shutdown, as cmd/shim's guard does.
 func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSandboxRequest) (*sandboxapi.ShutdownSandboxResponse, error) {
 	p, err := s.pod(r.SandboxId)
 	if err != nil {
@@ -237,9 +244,6 @@ func (s *Service) ShutdownSandbox(ctx context.Context, r *sandboxapi.ShutdownSan
 	s.mu.Lock()
 	delete(s.pods, r.SandboxId)
 	s.mu.Unlock()
-	if _, err := s.Shutdown(ctx, nil); err != nil {
-		return nil, err
-	}
 	return &sandboxapi.ShutdownSandboxResponse{}, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/leanshim/leanshim/cgroup"
+	"github.com/leanshim/leanshim/pod"
 	"github.com/leanshim/leanshim/process"
 	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/taskapi"
@@ -110,7 +111,8 @@ func newFakeService(t *testing.T, opts ...func(*Config)) *fakeService {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }() // owned by the test: cleanup stops and joins it
 	rec := &recorder{}
-	cfg := Config{Namespace: "test", Processes: process.NewFactory(r), Publisher: rec, Log: slog.New(slog.DiscardHandler)}
+	cfg := Config{Namespace: "test", Processes: process.NewFactory(r), Publisher: rec, Log: slog.New(slog.DiscardHandler),
+		Pods: pod.NewFactory(r, nil, nil)}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -127,11 +127,17 @@ func (g *orphanGuard) disarmLocked() {
 // (no Create stopped it since) and the shim is still empty, the shim exits.
 func (g *orphanGuard) expire(gen uint64) {
 	g.mu.Lock()
-	if gen != g.gen || g.timer == nil || g.exiting || g.creating > 0 || g.cfg.Count() > 0 {
+	if gen != g.gen || g.timer == nil {
 		g.mu.Unlock() // stale: stopped after it had fired, or replaced
 		return
 	}
-	g.timer = nil
+	g.timer = nil // spent: the next arm starts another
+	if g.exiting || g.creating > 0 || g.cfg.Count() > 0 {
+		// Something came that the guard did not see start (a sandbox):
+		// the shim is held, and the timer starts again once it is empty.
+		g.mu.Unlock()
+		return
+	}
 	g.exiting = true
 	g.mu.Unlock()
 	g.cfg.Log.Warn(fmt.Sprintf("no task for %ss and no shutdown from containerd: exiting",
@@ -153,21 +159,32 @@ func (g *orphanGuard) close() {
 // exiting. The timer starts again if the Create failed and nothing else is
 // left.
 func (g *orphanGuard) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+	if err := g.begin(); err != nil {
+		return nil, task.Status(fmt.Errorf("create %q: %w", r.Id, err))
+	}
+	defer g.end()
+	return g.TaskService.Create(ctx, r)
+}
+
+// begin lets a Create (or CreateSandbox) through and stops the timer,
+// unless the shim is exiting (task.ErrExiting); end is its other half.
+func (g *orphanGuard) begin() error {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.exiting {
-		g.mu.Unlock()
-		return nil, task.Status(fmt.Errorf("create %q: %w", r.Id, task.ErrExiting))
+		return task.ErrExiting
 	}
 	g.creating++
 	g.disarmLocked()
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.creating--
-		g.armLocked()
-		g.mu.Unlock()
-	}()
-	return g.TaskService.Create(ctx, r)
+	return nil
+}
+
+// end closes a begin: the timer starts again if nothing is left.
+func (g *orphanGuard) end() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.creating--
+	g.armLocked()
 }
 
 // Delete deletes, then starts the timer if that was the last container.

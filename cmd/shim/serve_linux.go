@@ -223,10 +223,7 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 	d.guard = newOrphanGuard(d.svc, orphanConfig{Grace: orphanGrace(api.log), Count: d.svc.Count, Log: api.log})
 	d.terminate = api.register(srv, d.guard, d.pub)
 	if api.sandbox {
-		// Not behind the guard: a pod counts as held (Count), which is
-		// all the guard needs to know, and ShutdownSandbox ends the shim
-		// through the core's Shutdown as the task API's would.
-		sandboxapi.RegisterSandboxService(srv, d.svc)
+		sandboxapi.RegisterSandboxService(srv, sandboxGuard{SandboxService: d.svc, g: d.guard})
 	}
 	// The shim is empty until the first Create: the grace period runs.
 	d.guard.arm()
