@@ -265,6 +265,7 @@ type phase struct {
 var phases = []phase{
 	{"idle", (*bench).idlePhase},
 	{"group", (*bench).groupPhase},
+	{"map", (*bench).mapPhase},
 	{"lifecycle", (*bench).lifecyclePhase},
 	{"exec", (*bench).execPhase},
 	{"burst", (*bench).burstPhase},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -329,13 +330,28 @@ func (w dropWriter) Write(b []byte) (int, error) {
 }
 
 // dumpState logs the daemon's memory statistics and every goroutine's
-// stack, as containerd's shims do on SIGUSR1.
+// stack, as containerd's shims do on SIGUSR1. Each goroutine is a line of
+// its own: the log is a FIFO written without blocking (dropWriter), and a
+// line longer than PIPE_BUF could be cut short. bench's memory map counts
+// the lines against "goroutines" to know it has them all.
 func dumpState(log *slog.Logger) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	log.Info("memstats", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "heap_alloc", m.HeapAlloc,
-		"heap_sys", m.HeapSys, "heap_released", m.HeapReleased, "stack_inuse", m.StackInuse, "mspan_inuse", m.MSpanInuse,
+		"heap_sys", m.HeapSys, "heap_released", m.HeapReleased, "heap_objects", m.HeapObjects,
+		"stack_inuse", m.StackInuse, "stack_sys", m.StackSys, "mspan_inuse", m.MSpanInuse, "mspan_sys", m.MSpanSys,
+		"mcache_sys", m.MCacheSys, "gc_sys", m.GCSys, "other_sys", m.OtherSys, "buckhash_sys", m.BuckHashSys,
 		"sys", m.Sys, "num_gc", m.NumGC)
-	buf := make([]byte, 1<<20)
-	log.Info("goroutines", "stacks", string(buf[:runtime.Stack(buf, true)]))
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		log.Info("goroutine", "stack", string(g))
+	}
 }
