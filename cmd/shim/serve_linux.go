@@ -78,7 +78,7 @@ func serve(cfg config) error {
 	// loggers and (through crun) containers start with SIGPIPE's default.
 	// Before startDaemon, which starts children. SIGPIPE is dropped below.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGPIPE)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
 	defer signal.Stop(sigs)
 	l, err := daemonListener(cfg)
 	if err != nil {
@@ -114,6 +114,9 @@ wait:
 			case unix.SIGUSR1:
 				dumpState(api.log) // for operators: kill -USR1 <shim pid>
 				continue
+			case unix.SIGUSR2:
+				d.trace.toggle() // the exec-latency trace (trace_linux.go)
+				continue
 			}
 			api.log.Info("signal", "signal", sig.String())
 			signaled = true
@@ -139,6 +142,7 @@ type daemon struct {
 	guard     *orphanGuard // svc as the faces see it; ends a forgotten shim
 	srv       *ttrpc.Server
 	terminate func(context.Context) error // the API's SIGTERM work, or nil
+	trace     *tracer                     // exec-latency trace, off until SIGUSR2
 
 	shutdown   chan struct{} // closed by the service's Shutdown rpc
 	serveErr   chan error    // srv.Serve's result
@@ -177,12 +181,13 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 	d := &daemon{log: api.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
 		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{}),
 		oomDone: make(chan struct{})}
-	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log})
+	d.trace = &tracer{log: api.log}
+	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log, Started: d.trace.forked})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	srv, err := newServer(api.log, cfg.debug)
+	srv, err := newServer(api.log, cfg.debug, d.trace)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -192,7 +197,7 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 		defer close(d.reaperDone)
 		_ = r.Run(ctx)
 	}()
-	d.pub = task.NewPublisher(api.sender(r), cfg.namespace, api.log)
+	d.pub = task.NewPublisher(traceSender{api.sender(r), d.trace}, cfg.namespace, api.log)
 	go func() { // owned by d: ends after pub.Close once the queue is empty, joined by stop
 		defer close(d.pubDone)
 		_ = d.pub.Run(ctx)
@@ -262,19 +267,23 @@ func orphanGrace(log *slog.Logger) time.Duration {
 	return grace
 }
 
-// newServer returns the ttrpc server: root (same user) only, and with debug
-// logging of every call by its full method name, which also tells which
-// task API version containerd speaks.
-func newServer(log *slog.Logger, debug bool) (*ttrpc.Server, error) {
-	opts := []ttrpc.ServerOpt{ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser())}
+// newServer returns the ttrpc server: root (same user) only, settling
+// memory after a container's calls (settler), tracing exec starts while tr
+// is on, and with debug logging of
+// every call by its full method name, which also tells which task API
+// version containerd speaks.
+func newServer(log *slog.Logger, debug bool, tr *tracer) (*ttrpc.Server, error) {
+	s := newSettler()
+	intercept := tr.intercept(s.intercept)
 	if debug {
-		opts = append(opts, ttrpc.WithUnaryServerInterceptor(
-			func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
-				log.Debug("rpc", "method", info.FullMethod)
-				return m(ctx, u)
-			}))
+		traced := intercept
+		intercept = func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+			log.Debug("rpc", "method", info.FullMethod)
+			return traced(ctx, u, info, m)
+		}
 	}
-	return ttrpc.NewServer(opts...)
+	return ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(intercept))
 }
 
 // daemonListener is fd 3 (from start, or from containerd 1.6's v1 runtime),
