@@ -74,7 +74,7 @@ func defaultConfig() config {
 		// 1 GiB
 		streamBytes: 1 << 30,
 		driftExecs:  10000,
-		driftBase:   100,
+		driftBase:   1000,
 		driftConc:   4,
 		idle:        60 * time.Second,
 		settle:      5 * time.Second,

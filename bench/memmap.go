@@ -169,7 +169,11 @@ func fdKind(link, target string) string {
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(link, &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFIFO {
-		return "fifo " + filepath.Base(target)
+		name := filepath.Base(target) // <container or exec id>-stdout
+		if i := strings.LastIndexByte(name, '-'); i >= 0 {
+			name = "*" + name[i:]
+		}
+		return "fifo " + name
 	}
 	return "file " + filepath.Base(target)
 }
@@ -277,7 +281,7 @@ func shortFunc(fn string) string {
 // map as a section of the results.
 func (b *bench) mapPhase(ctx context.Context) error {
 	lean := b.shims[0]
-	extra := max(2, min(10, b.cfg.groupN-1))
+	extra := max(2, min(10, b.cfg.groupN-1)) // containers after the first
 	var walks [2][]mapStep
 	for k, introspect := range []bool{false, true} {
 		steps, err := b.mapWalk(ctx, lean, k, extra, introspect)
@@ -289,11 +293,12 @@ func (b *bench) mapPhase(ctx context.Context) error {
 	b.res.section(renderMap(walks[0], walks[1], extra))
 	m, i := walks[0], walks[1]
 	b.res.add("map: shim with one idle container, USS", "KiB", 0, m[0].smap.total(m[0].smap.uss), nanf())
-	b.res.add("map: per extra grouped container, USS", "KiB", 0,
-		(m[1].smap.total(m[1].smap.uss)-m[0].smap.total(m[0].smap.uss))/float64(extra), nanf(), maxValue(100))
-	if i[0].gos != nil && i[1].gos != nil {
+	uss := func(i int) float64 { return m[i].smap.total(m[i].smap.uss) }
+	b.res.add("map: per extra grouped container, USS", "KiB", 0, (uss(2)-uss(0))/float64(extra), nanf(), maxValue(100))
+	b.res.add("map: each container after the second, USS", "KiB", 0, (uss(2)-uss(1))/float64(extra-1), nanf())
+	if i[0].gos != nil && i[2].gos != nil {
 		b.res.add("map: goroutines per extra grouped container", "goroutines", 1,
-			float64(i[1].gos.total-i[0].gos.total)/float64(extra), nanf())
+			float64(i[2].gos.total-i[0].gos.total)/float64(extra), nanf())
 	}
 	return nil
 }
@@ -341,13 +346,18 @@ func (b *bench) mapWalk(ctx context.Context, s shim, k, extra int, introspect bo
 		if err != nil {
 			return nil, err
 		}
-		if i == 0 {
+		switch {
+		case i == 0:
 			pid = p
 			if err := take("one idle container"); err != nil {
 				return nil, err
 			}
-		} else if p != pid {
+		case p != pid:
 			return nil, fmt.Errorf("not grouped: %s is served by shim %d, not %d", id, p, pid)
+		case i == 1:
+			if err := take("two idle containers"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := take(fmt.Sprintf("%d more idle containers", extra)); err != nil {
@@ -408,26 +418,22 @@ func renderMap(m, in []mapStep, extra int) string {
 	var sb strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
 	w("## Memory map of one grouped leanshim (issue 16)\n\n")
-	w("`make bench` phase `map`. Columns: the shim with one idle container (absolute); what each of %d more idle "+
-		"containers adds (per container); what one running exec adds; what is left once it is deleted (both "+
-		"against the %d-container shim). KiB from /proc/PID/smaps, after `sync`.\n\n", extra, extra+1)
+	w("`make bench` phase `map`. Columns: the shim with one idle container (absolute); what the second adds; what "+
+		"each further one adds (per container, from the second to the %d-th); what one running exec adds; what is "+
+		"left once it is deleted (both against the %d-container shim). KiB from /proc/PID/smaps, after `sync`.\n\n",
+		extra+1, extra+1)
 	head := func(first string) {
-		w("| %s | one container | per extra container | + one exec running | left after exec Delete |\n|---|--:|--:|--:|--:|\n", first)
+		w("| %s | one container | the second adds | each further adds | + one exec running | left after exec Delete |\n"+
+			"|---|--:|--:|--:|--:|--:|\n", first)
 	}
-	col := func(get func(mapStep) float64) (a, per, ex, left float64) {
-		a = get(m[0])
-		per = (get(m[1]) - a) / float64(extra)
-		ex = get(m[2]) - get(m[1])
-		left = get(m[3]) - get(m[1])
-		return
-	}
+	col := func(get func(mapStep) float64) mapCols { return colOf(m, extra, get) }
 	head("USS by area (KiB)")
 	for _, area := range areas {
-		a, per, ex, left := col(func(s mapStep) float64 { return s.smap.uss[area] })
-		if a == 0 && per == 0 && ex == 0 && left == 0 {
+		c := col(func(s mapStep) float64 { return s.smap.uss[area] })
+		if c == (mapCols{}) {
 			continue
 		}
-		w("| %s | %.0f | %.1f | %.0f | %.0f |\n", area, a, per, ex, left)
+		c.row(w, area)
 	}
 	for _, t := range []struct {
 		name string
@@ -435,11 +441,9 @@ func renderMap(m, in []mapStep, extra int) string {
 	}{{"**USS**", func(s smapsSplit) map[string]float64 { return s.uss }},
 		{"**PSS**", func(s smapsSplit) map[string]float64 { return s.pss }},
 		{"RSS", func(s smapsSplit) map[string]float64 { return s.rss }}} {
-		a, per, ex, left := col(func(s mapStep) float64 { return s.smap.total(t.get(s.smap)) })
-		w("| %s | %.0f | %.1f | %.0f | %.0f |\n", t.name, a, per, ex, left)
+		col(func(s mapStep) float64 { return s.smap.total(t.get(s.smap)) }).row(w, t.name)
 	}
-	a, per, ex, left := col(func(s mapStep) float64 { return float64(s.thr) })
-	w("| OS threads | %.0f | %.1f | %.0f | %.0f |\n", a, per, ex, left)
+	col(func(s mapStep) float64 { return float64(s.thr) }).row(w, "OS threads")
 	// fds by kind
 	kinds := map[string]bool{}
 	for _, s := range m {
@@ -450,10 +454,9 @@ func renderMap(m, in []mapStep, extra int) string {
 	w("\n")
 	head("open fds by kind")
 	for _, kind := range slices.Sorted(maps.Keys(kinds)) {
-		a, per, ex, left := col(func(s mapStep) float64 { return float64(s.fds[kind]) })
-		w("| %s | %.0f | %.1f | %.0f | %.0f |\n", kind, a, per, ex, left)
+		col(func(s mapStep) float64 { return float64(s.fds[kind]) }).row(w, kind)
 	}
-	if len(in) == 4 && in[0].gos != nil {
+	if len(in) == 5 && in[0].gos != nil {
 		w("\n")
 		head("goroutines, by creator (introspected twin)")
 		makers := map[string]bool{}
@@ -463,13 +466,10 @@ func renderMap(m, in []mapStep, extra int) string {
 			}
 		}
 		for _, mk := range slices.Sorted(maps.Keys(makers)) {
-			a, per, ex, left := colOf(in, extra, func(s mapStep) float64 { return float64(s.gos.byMaker[mk]) })
-			w("| %s | %.0f | %.1f | %.0f | %.0f |\n", mk, a, per, ex, left)
+			colOf(in, extra, func(s mapStep) float64 { return float64(s.gos.byMaker[mk]) }).row(w, mk)
 		}
-		a, per, ex, left := colOf(in, extra, func(s mapStep) float64 { return float64(s.gos.total) })
-		w("| **all listed** | %.0f | %.1f | %.0f | %.0f |\n", a, per, ex, left)
-		a, per, ex, left = colOf(in, extra, func(s mapStep) float64 { return s.gos.stats["goroutines"] })
-		w("| runtime.NumGoroutine | %.0f | %.1f | %.0f | %.0f |\n", a, per, ex, left)
+		colOf(in, extra, func(s mapStep) float64 { return float64(s.gos.total) }).row(w, "**all listed**")
+		colOf(in, extra, func(s mapStep) float64 { return s.gos.stats["goroutines"] }).row(w, "runtime.NumGoroutine")
 		w("\n")
 		head("Go runtime.MemStats (KiB, introspected twin)")
 		for _, k := range []string{"heap_alloc", "heap_inuse", "heap_sys", "heap_released", "heap_objects", "stack_inuse", "stack_sys", "mspan_inuse", "mspan_sys", "mcache_sys", "gc_sys", "other_sys", "buckhash_sys", "sys", "num_gc"} {
@@ -477,14 +477,29 @@ func renderMap(m, in []mapStep, extra int) string {
 			if k == "num_gc" || k == "heap_objects" {
 				div = 1
 			}
-			a, per, ex, left := colOf(in, extra, func(s mapStep) float64 { return s.gos.stats[k] / div })
-			w("| %s | %.0f | %.1f | %.0f | %.0f |\n", k, a, per, ex, left)
+			colOf(in, extra, func(s mapStep) float64 { return s.gos.stats[k] / div }).row(w, k)
 		}
 	}
 	return sb.String()
 }
 
-func colOf(s []mapStep, extra int, get func(mapStep) float64) (a, per, ex, left float64) {
-	a = get(s[0])
-	return a, (get(s[1]) - a) / float64(extra), get(s[2]) - get(s[1]), get(s[3]) - get(s[1])
+// mapCols is one row of the map: absolute with one container, what the
+// second adds, what each further one adds (from the second to the last),
+// what a running exec adds and what it leaves after its Delete (both
+// against the shim with every container).
+type mapCols struct{ one, second, further, exec, left float64 }
+
+func colOf(s []mapStep, extra int, get func(mapStep) float64) mapCols {
+	return mapCols{
+		one:     get(s[0]),
+		second:  get(s[1]) - get(s[0]),
+		further: (get(s[2]) - get(s[1])) / float64(extra-1),
+		exec:    get(s[3]) - get(s[2]),
+		left:    get(s[4]) - get(s[2]),
+	}
+}
+
+// row writes one map row; frac decimals for the per-container column.
+func (c mapCols) row(w func(string, ...any), name string) {
+	w("| %s | %.0f | %.0f | %.1f | %.0f | %.0f |\n", name, c.one, c.second, c.further, c.exec, c.left)
 }
