@@ -109,8 +109,10 @@ func settles(method string, req any) bool {
 	case "Create":
 		return true
 	case "Start", "Delete":
+		// The legacy v1 shim API names an exec by ID alone: not knowing
+		// whether it is an init, it does not settle (an exec's latency).
 		e, ok := req.(execIDer)
-		return !ok || e.GetExecId() == ""
+		return ok && e.GetExecId() == ""
 	}
 	return false
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/ttrpc"
 
+	"github.com/leanshim/leanshim/proto/shimv1"
 	"github.com/leanshim/leanshim/proto/taskapi"
 )
 
@@ -27,6 +28,7 @@ func TestSettles(t *testing.T) {
 		{"/containerd.task.v2.Task/Delete", &taskapi.DeleteRequest{Id: "c", ExecId: "e"}, false},
 		{"/containerd.task.v2.Task/Exec", &taskapi.ExecProcessRequest{Id: "c", ExecId: "e"}, false},
 		{"/containerd.task.v2.Task/State", &taskapi.StateRequest{Id: "c"}, false},
+		{"/containerd.runtime.linux.shim.v1.Shim/Start", &shimv1.StartRequest{Id: "e"}, false},
 	} {
 		if got := settles(tc.method, tc.req); got != tc.want {
 			t.Errorf("settles(%s, %+v) = %v, want %v", tc.method, tc.req, got, tc.want)
