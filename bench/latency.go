@@ -54,6 +54,10 @@ func (b *bench) execPhase(ctx context.Context) (retErr error) {
 // execSequential times execs one at a time, alternating the shims.
 func (b *bench) execSequential(ctx context.Context, ids [2]string) error {
 	var seq [2][]time.Duration
+	tr, err := b.startTrace(ctx, ids[0])
+	if err != nil {
+		return err
+	}
 	for i := range b.cfg.execN {
 		for _, s := range b.order(i) {
 			k := b.index(s)
@@ -67,7 +71,7 @@ func (b *bench) execSequential(ctx context.Context, ids [2]string) error {
 	lean, runc := millis(seq[0]), millis(seq[1])
 	b.res.add("exec `ctr task exec … /bin/true`, one at a time", "ms", 1, median(lean), median(runc), maxRatio(0.9))
 	b.res.add("exec, one at a time, p99", "ms", 1, percentile(lean, 99), percentile(runc, 99))
-	return nil
+	return b.stopTrace(tr, b.cfg.execN)
 }
 
 // execBursts times execConc execs at once, one shim per round.

@@ -54,6 +54,7 @@ type config struct {
 	driftExecs  int    // execs in the drift phase
 	driftBase   int    // execs after which the drift baseline is taken
 	driftConc   int    // execs in flight during the drift phase
+	driftLean   bool   // drift phase on leanshim only (half the time; no runc-v2 column)
 	idle        time.Duration
 	settle      time.Duration // pause before memory and wake-up readings
 	smoke       bool
@@ -74,7 +75,7 @@ func defaultConfig() config {
 		// 1 GiB
 		streamBytes: 1 << 30,
 		driftExecs:  10000,
-		driftBase:   100,
+		driftBase:   1000,
 		driftConc:   4,
 		idle:        60 * time.Second,
 		settle:      5 * time.Second,
@@ -154,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.driftExecs, "drift-execs", c.driftExecs, "execs in the memory drift phase")
 	fs.IntVar(&c.driftBase, "drift-base", c.driftBase, "execs before the drift baseline")
 	fs.IntVar(&c.driftConc, "drift-concurrency", c.driftConc, "execs in flight in the drift phase")
+	fs.BoolVar(&c.driftLean, "drift-lean-only", false, "drift phase on leanshim only (for a loaded machine)")
 	fs.DurationVar(&c.idle, "idle", c.idle, "idle window for wake-ups")
 	fs.DurationVar(&c.settle, "settle", c.settle, "pause before memory and wake-up readings")
 	fs.BoolVar(&c.smoke, "smoke", false, "tiny run of every phase, printed only (the defaults become: "+
@@ -268,6 +270,7 @@ type phase struct {
 var phases = []phase{
 	{"idle", (*bench).idlePhase},
 	{"group", (*bench).groupPhase},
+	{"map", (*bench).mapPhase},
 	{"lifecycle", (*bench).lifecyclePhase},
 	{"exec", (*bench).execPhase},
 	{"burst", (*bench).burstPhase},

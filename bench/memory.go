@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -74,9 +76,32 @@ func (b *bench) idleMemory(pids [2][]int) error {
 		maxValue(1.5), maxRatio(0.5))
 	b.res.add(fmt.Sprintf("idle USS per shim (%d containers each)", n), "MiB", 2, median(uss[0]), median(uss[1]),
 		maxValue(1.2))
+	b.res.add("idle USS, smallest to largest shim (spread)", "KiB", 0,
+		(percentile(uss[0], 100)-percentile(uss[0], 0))*1024, (percentile(uss[1], 100)-percentile(uss[1], 0))*1024)
+	b.res.note(fmt.Sprintf("idle USS per shim in KiB, leanshim: %s; runc-v2: %s", kibList(uss[0]), kibList(uss[1])))
+	if debugSmaps {
+		for i, pid := range pids[0] {
+			if sm, err := readSmaps(pid); err == nil {
+				fmt.Fprintf(os.Stderr, "idle shim %d: USS by area %v\n", pid, sm.uss)
+			}
+			if d, err := b.dumpGo(context.Background(), pid); err == nil {
+				fmt.Fprintf(os.Stderr, "idle shim %d: USS %.0f KiB, num_gc %.0f heap_inuse %.0f heap_released %.0f gc_sys %.0f\n",
+					pid, uss[0][i]*1024, d.stats["num_gc"], d.stats["heap_inuse"]/1024, d.stats["heap_released"]/1024, d.stats["gc_sys"]/1024)
+			}
+		}
+	}
 	b.res.add("idle OS threads per shim", "threads", 0, median(threads[0]), median(threads[1]), maxValue(5))
 	b.res.add("idle OS threads, most in one shim", "threads", 0, percentile(threads[0], 100), percentile(threads[1], 100))
 	return nil
+}
+
+// kibList formats MiB values as a sorted list of KiB.
+func kibList(mib []float64) string {
+	var out []string
+	for _, v := range slices.Sorted(slices.Values(mib)) {
+		out = append(out, fmt.Sprintf("%.0f", v*1024))
+	}
+	return strings.Join(out, " ")
 }
 
 // wakeups counts the context switches of every thread of every shim in
@@ -212,6 +237,9 @@ func (b *bench) driftPhase(ctx context.Context) error {
 		n := min(b.cfg.driftBase, b.cfg.driftExecs-done)
 		for _, s := range b.order(i) {
 			k := b.index(s)
+			if k == 1 && b.cfg.driftLean {
+				continue
+			}
 			err := b.execMany(ctx, ids[k], n, b.cfg.driftConc, &failed[k])
 			firstErr[k] = cmp.Or(firstErr[k], err)
 		}
@@ -237,8 +265,12 @@ func (b *bench) driftPhase(ctx context.Context) error {
 		return err
 	}
 	name := fmt.Sprintf("memory drift: RSS after %d execs − after %d", b.cfg.driftExecs, b.cfg.driftBase)
-	b.res.add(name, "KiB", 0, after[0].rss-base[0].rss, after[1].rss-base[1].rss, maxValue(64))
-	b.res.add("memory drift: USS, same", "KiB", 0, after[0].uss-base[0].uss, after[1].uss-base[1].uss)
+	runcRSS, runcUSS := after[1].rss-base[1].rss, after[1].uss-base[1].uss
+	if b.cfg.driftLean {
+		runcRSS, runcUSS = math.NaN(), math.NaN() // its container only idled
+	}
+	b.res.add(name, "KiB", 0, after[0].rss-base[0].rss, runcRSS, maxValue(64))
+	b.res.add("memory drift: USS, same", "KiB", 0, after[0].uss-base[0].uss, runcUSS)
 	var errs []error
 	for k, s := range b.shims {
 		threads, _ := readThreads(pids[k])

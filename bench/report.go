@@ -18,6 +18,7 @@ type results struct {
 	machine  [][2]string
 	rows     []row
 	notes    []string
+	sections []string // markdown sections after the notes (the memory map)
 	failures int
 	start    time.Time
 	end      time.Time
@@ -88,6 +89,9 @@ func (res *results) add(metric, unit string, prec int, lean, runc float64, goals
 	res.rows = append(res.rows, row{metric: metric, unit: unit, prec: prec, lean: lean, runc: runc, goals: goals})
 }
 
+// section adds a markdown section printed after the notes.
+func (res *results) section(md string) { res.sections = append(res.sections, md) }
+
 // note records an observation printed under the table.
 func (res *results) note(s string) { res.notes = append(res.notes, s) }
 
@@ -134,6 +138,9 @@ func (res *results) markdown() string {
 		for _, n := range res.notes {
 			w("- %s\n", n)
 		}
+	}
+	for _, s := range res.sections {
+		w("\n%s", s)
 	}
 	w("\n## Machine\n\n| | |\n|---|---|\n")
 	for _, kv := range res.machine {

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -134,12 +135,20 @@ func readControllers(point string) []string {
 //
 // A v1 hierarchy's controllers are in its super options ("rw,cpu,cpuacct").
 // The first mount of a hierarchy wins.
+//
+// Lines of other file systems are skipped before anything is allocated for
+// them: a node has hundreds of mounts (every container's rootfs), and the
+// shim runs this once at start, when every byte of garbage stays resident
+// in a shim that never collects (bench/RESULTS.md, memory map).
 func parseMountInfo(r io.Reader) (map[string]mount, []mount, error) {
 	v1 := make(map[string]mount)
 	var v2 []mount
 	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 0, 4096), 1<<20)
 	for s.Scan() {
+		if !cgroupLine(s.Bytes()) {
+			continue
+		}
 		pre, post, ok := strings.Cut(s.Text(), " - ")
 		if !ok {
 			continue
@@ -164,6 +173,18 @@ func parseMountInfo(r io.Reader) (map[string]mount, []mount, error) {
 		}
 	}
 	return v1, v2, s.Err()
+}
+
+// cgroupLine reports whether a mountinfo line may be a cgroup or cgroup2
+// mount, from the first field after its " - " separator; a line without one
+// is kept so that parseMountInfo reports it as malformed.
+func cgroupLine(line []byte) bool {
+	i := bytes.Index(line, []byte(" - "))
+	if i < 0 {
+		return true
+	}
+	fstype, _, _ := bytes.Cut(line[i+3:], []byte(" "))
+	return bytes.Equal(fstype, []byte("cgroup")) || bytes.Equal(fstype, []byte("cgroup2"))
 }
 
 // isController tells a controller ("memory", "name=systemd") from the other

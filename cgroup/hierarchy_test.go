@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -135,5 +136,23 @@ func TestForPid(t *testing.T) {
 	}
 	if _, err := h.ForPid(999999); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing pid: %v", err)
+	}
+}
+
+// parseMountInfo allocates nothing for the lines of other file systems: a
+// node's hundreds of overlay mounts must not grow the shim's heap.
+func TestParseMountInfoSkipsOtherMountsFree(t *testing.T) {
+	cg := "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n"
+	other := "99 25 0:99 / /run/containerd/io.containerd.runtime.v2.task/ns/c/rootfs rw,relatime - overlay overlay rw,lowerdir=/a:/b,upperdir=/c,workdir=/d\n"
+	allocs := func(n int) float64 {
+		text := cg + strings.Repeat(other, n)
+		return testing.AllocsPerRun(20, func() {
+			if _, _, err := parseMountInfo(strings.NewReader(text)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if few, many := allocs(1), allocs(500); many > few {
+		t.Fatalf("%v allocations with 500 overlay mounts, %v with 1", many, few)
 	}
 }

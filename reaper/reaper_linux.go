@@ -26,7 +26,8 @@ type Exit struct {
 // Reaper reaps every child of the shim. Create it with New and run its loop
 // with Run; all other methods are safe for concurrent use.
 type Reaper struct {
-	log *slog.Logger
+	log     *slog.Logger
+	started func(int, time.Time) // Config.Started; nil: none
 
 	mu       sync.Mutex            // guards waiters, trackers and stopped; taken before forks.mu
 	waiters  map[int]chan Exit     // pid -> channel (buffer 1) of a claimed or started process
@@ -52,6 +53,11 @@ type Config struct {
 	Subreaper bool
 	// Log receives exits nobody claimed. nil discards them.
 	Log *slog.Logger
+	// Started, if set, is called for each child Start has started, once
+	// it has exec'd, with its pid and the time Start began to fork it, with
+	// no lock held. It must not block. The daemon's exec-latency trace uses
+	// it.
+	Started func(pid int, forkAt time.Time)
 }
 
 // New returns a Reaper. With cfg.Subreaper it marks the process as child
@@ -68,6 +74,7 @@ func New(cfg Config) (*Reaper, error) {
 	}
 	return &Reaper{
 		log:      log,
+		started:  cfg.Started,
 		waiters:  make(map[int]chan Exit),
 		trackers: make(map[*Tracker]struct{}),
 		wake:     make(chan struct{}, 1),
@@ -157,6 +164,10 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	// Locked, so that the thread recorded below is the one that forked.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	var forkAt time.Time
+	if r.started != nil {
+		forkAt = time.Now()
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -166,6 +177,9 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 		r.forks.record(pid, unix.Gettid())
 	}
 	r.mu.Unlock()
+	if r.started != nil {
+		r.started(pid, forkAt)
+	}
 	return t.Claim(pid), nil
 }
 

@@ -251,3 +251,43 @@ func zombies(t *testing.T) int {
 	}
 	return n
 }
+
+// Started sees each child Start starts, once, with its pid, after the fork
+// began; a nil Started is fine (every other test).
+func TestStartedHook(t *testing.T) {
+	type call struct {
+		pid int
+		at  time.Time
+	}
+	var mu sync.Mutex
+	var calls []call
+	r, err := New(Config{Subreaper: true, Started: func(pid int, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, call{pid, at})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // owned by this test: stopped by cancel, joined below
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	before := time.Now()
+	cmd := exec.Command("/bin/true")
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	recvExit(t, ch)
+	Release(cmd)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 || calls[0].pid != pid || calls[0].at.Before(before) || calls[0].at.After(time.Now()) {
+		t.Fatalf("Started calls %+v, want one for pid %d after %v", calls, pid, before)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,7 +84,7 @@ func serve(cfg config) error {
 	// loggers and (through crun) containers start with SIGPIPE's default.
 	// Before startDaemon, which starts children. SIGPIPE is dropped below.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGPIPE)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
 	defer signal.Stop(sigs)
 	l, err := daemonListener(cfg)
 	if err != nil {
@@ -119,6 +120,9 @@ wait:
 			case unix.SIGUSR1:
 				dumpState(api.log) // for operators: kill -USR1 <shim pid>
 				continue
+			case unix.SIGUSR2:
+				d.trace.toggle() // the exec-latency trace (trace_linux.go)
+				continue
 			}
 			api.log.Info("signal", "signal", sig.String())
 			signaled = true
@@ -144,6 +148,7 @@ type daemon struct {
 	guard     *orphanGuard // svc as the faces see it; ends a forgotten shim
 	srv       *ttrpc.Server
 	terminate func(context.Context) error // the API's SIGTERM work, or nil
+	trace     *tracer                     // exec-latency trace, off until SIGUSR2
 
 	shutdown   chan struct{} // closed by the service's Shutdown rpc
 	serveErr   chan error    // srv.Serve's result
@@ -182,12 +187,13 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 	d := &daemon{log: api.log, socket: l.Addr().String(), cancel: cancel, shutdown: make(chan struct{}),
 		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{}),
 		oomDone: make(chan struct{})}
-	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log})
+	d.trace = &tracer{log: api.log}
+	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log, Started: d.trace.forked})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	srv, err := newServer(api.log, cfg.debug)
+	srv, err := newServer(api.log, cfg.debug, d.trace)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -197,7 +203,7 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 		defer close(d.reaperDone)
 		_ = r.Run(ctx)
 	}()
-	d.pub = task.NewPublisher(api.sender(r), cfg.namespace, api.log)
+	d.pub = task.NewPublisher(traceSender{api.sender(r), d.trace}, cfg.namespace, api.log)
 	go func() { // owned by d: ends after pub.Close once the queue is empty, joined by stop
 		defer close(d.pubDone)
 		_ = d.pub.Run(ctx)
@@ -275,19 +281,23 @@ func orphanGrace(log *slog.Logger) time.Duration {
 	return grace
 }
 
-// newServer returns the ttrpc server: root (same user) only, and with debug
-// logging of every call by its full method name, which also tells which
-// task API version containerd speaks.
-func newServer(log *slog.Logger, debug bool) (*ttrpc.Server, error) {
-	opts := []ttrpc.ServerOpt{ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser())}
+// newServer returns the ttrpc server: root (same user) only, settling
+// memory after a container's calls (settler), tracing exec starts while tr
+// is on, and with debug logging of
+// every call by its full method name, which also tells which task API
+// version containerd speaks.
+func newServer(log *slog.Logger, debug bool, tr *tracer) (*ttrpc.Server, error) {
+	s := newSettler()
+	intercept := tr.intercept(s.intercept)
 	if debug {
-		opts = append(opts, ttrpc.WithUnaryServerInterceptor(
-			func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
-				log.Debug("rpc", "method", info.FullMethod)
-				return m(ctx, u)
-			}))
+		traced := intercept
+		intercept = func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+			log.Debug("rpc", "method", info.FullMethod)
+			return traced(ctx, u, info, m)
+		}
 	}
-	return ttrpc.NewServer(opts...)
+	return ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(intercept))
 }
 
 // daemonListener is fd 3 (from start, or from containerd 1.6's v1 runtime),
@@ -343,13 +353,28 @@ func (w dropWriter) Write(b []byte) (int, error) {
 }
 
 // dumpState logs the daemon's memory statistics and every goroutine's
-// stack, as containerd's shims do on SIGUSR1.
+// stack, as containerd's shims do on SIGUSR1. Each goroutine is a line of
+// its own: the log is a FIFO written without blocking (dropWriter), and a
+// line longer than PIPE_BUF could be cut short. bench's memory map counts
+// the lines against "goroutines" to know it has them all.
 func dumpState(log *slog.Logger) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	log.Info("memstats", "goroutines", runtime.NumGoroutine(), "heap_inuse", m.HeapInuse, "heap_alloc", m.HeapAlloc,
-		"heap_sys", m.HeapSys, "heap_released", m.HeapReleased, "stack_inuse", m.StackInuse, "mspan_inuse", m.MSpanInuse,
+		"heap_sys", m.HeapSys, "heap_released", m.HeapReleased, "heap_objects", m.HeapObjects,
+		"stack_inuse", m.StackInuse, "stack_sys", m.StackSys, "mspan_inuse", m.MSpanInuse, "mspan_sys", m.MSpanSys,
+		"mcache_sys", m.MCacheSys, "gc_sys", m.GCSys, "other_sys", m.OtherSys, "buckhash_sys", m.BuckHashSys,
 		"sys", m.Sys, "num_gc", m.NumGC)
-	buf := make([]byte, 1<<20)
-	log.Info("goroutines", "stacks", string(buf[:runtime.Stack(buf, true)]))
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		log.Info("goroutine", "stack", string(g))
+	}
 }
