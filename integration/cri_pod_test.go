@@ -28,6 +28,14 @@ type criCtr struct {
 // returns it; any failure is fatal.
 func (d *criDaemon) runPod(t *testing.T, name, handler string) criPod {
 	t.Helper()
+	return d.runPodWith(t, name, handler, nil, map[string]any{"network": 2}) // NODE
+}
+
+// runPodWith runs a pod whose config is the test's usual one (name,
+// uid, log directory, cgroup parent) plus extra top-level fields and the
+// given namespace options; any failure is fatal.
+func (d *criDaemon) runPodWith(t *testing.T, name, handler string, extra, nsOptions map[string]any) criPod {
+	t.Helper()
 	seq := criPodSeq.Add(1)
 	p := criPod{
 		name:         fmt.Sprintf("%s-%d", name, seq),
@@ -38,14 +46,18 @@ func (d *criDaemon) runPod(t *testing.T, name, handler string) criPod {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeJSON(t, p.configPath, map[string]any{
+	cfg := map[string]any{
 		"metadata":      map[string]any{"name": p.name, "namespace": "leanshim-test", "uid": fmt.Sprintf("%s-%d", filepath.Base(d.dir), seq)},
 		"log_directory": logDir,
 		"linux": map[string]any{
 			"cgroup_parent":    p.cgroupParent,
-			"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}, // NODE
+			"security_context": map[string]any{"namespace_options": nsOptions},
 		},
-	})
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	writeJSON(t, p.configPath, cfg)
 	p.id = d.mustCrictl(t, "runp", "--runtime", handler, p.configPath)
 	return p
 }

@@ -157,28 +157,10 @@ func shimPodScenario(t *testing.T, d *criDaemon, handler string) {
 // (0 POD: one for the pod; 2 CONTAINER: one per container).
 func (d *criDaemon) runNetPod(t *testing.T, name, handler string, pidMode int) criPod {
 	t.Helper()
-	seq := criPodSeq.Add(1)
-	p := criPod{
-		name:         fmt.Sprintf("%s-%d", name, seq),
-		configPath:   filepath.Join(d.dir, fmt.Sprintf("pod-%s-%d.json", name, seq)),
-		cgroupParent: fmt.Sprintf("%s-%d", d.cgroupParent, seq),
-	}
-	logDir := filepath.Join(d.logDir, p.name)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeJSON(t, p.configPath, map[string]any{
-		"metadata":      map[string]any{"name": p.name, "namespace": "leanshim-test", "uid": fmt.Sprintf("%s-%d", filepath.Base(d.dir), seq)},
-		"hostname":      shimPodHostname,
-		"log_directory": logDir,
-		"dns_config":    map[string]any{"servers": []string{shimPodDNS}, "searches": []string{shimPodSearch}},
-		"linux": map[string]any{
-			"cgroup_parent":    p.cgroupParent,
-			"security_context": map[string]any{"namespace_options": map[string]any{"pid": pidMode}},
-		},
-	})
-	p.id = d.mustCrictl(t, "runp", "--runtime", handler, p.configPath)
-	return p
+	return d.runPodWith(t, name, handler, map[string]any{
+		"hostname":   shimPodHostname,
+		"dns_config": map[string]any{"servers": []string{shimPodDNS}, "searches": []string{shimPodSearch}},
+	}, map[string]any{"pid": pidMode})
 }
 
 // startNetContainer creates and starts a busybox container running `sh -c
