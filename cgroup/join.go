@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 )
 
@@ -17,15 +15,9 @@ import (
 // option names it (a relative one is read as absolute). Join creates no
 // cgroup; when none exists it returns ErrNotFound.
 func (h *Hierarchy) Join(pid int, path string) error {
-	p := filepath.Join("/", path)
-	cg, err := h.fromPaths(map[string]string{"": p, "*": p})
+	dirs, err := h.dirs(path)
 	if err != nil {
 		return fmt.Errorf("join cgroup %s: %w", path, err)
-	}
-	dirs := []string{cg.dir}
-	if cg.version == V1 {
-		// Controllers mounted together (cpu,cpuacct) share a directory.
-		dirs = slices.Compact(slices.Sorted(maps.Values(cg.dirs)))
 	}
 	joined := false
 	for _, d := range dirs {

@@ -55,7 +55,11 @@ func (h *Hierarchy) ForPodParent(parent string) (*Cgroup, error) {
 // children (the "no internal processes" rule), so the pod's cgroup parent,
 // where the containers' cgroups go, must stay empty.
 func (h *Hierarchy) MakeJoin(pid int, path string) error {
-	for _, d := range h.dirs(path) {
+	dirs, err := h.dirs(path)
+	if err != nil {
+		return fmt.Errorf("make cgroup %s: %w", path, err)
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("make cgroup %s: %w", d, err)
 		}
@@ -105,8 +109,12 @@ func fillCpuset(point, dir string) error {
 // parents. A cgroup already gone is not an error; one with processes left
 // is (EBUSY).
 func (h *Hierarchy) RemoveLeaf(path string) error {
+	dirs, err := h.dirs(path)
+	if err != nil {
+		return fmt.Errorf("remove cgroup %s: %w", path, err)
+	}
 	var errs []error
-	for _, d := range h.dirs(path) {
+	for _, d := range dirs {
 		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
@@ -114,17 +122,18 @@ func (h *Hierarchy) RemoveLeaf(path string) error {
 	return errors.Join(errs...)
 }
 
-// dirs returns the directories of path: one per distinct v1 mount, or the
-// unified one.
-func (h *Hierarchy) dirs(p string) []string {
+// dirs returns the directories of cgroup path (absolute from each
+// hierarchy's root; a relative one is read as absolute): one per distinct
+// v1 mount, or the unified one.
+func (h *Hierarchy) dirs(p string) ([]string, error) {
 	p = path.Join("/", p)
 	cg, err := h.fromPaths(map[string]string{"": p, "*": p})
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	if cg.version == V2 {
-		return []string{cg.dir}
+		return []string{cg.dir}, nil
 	}
 	// Controllers mounted together (cpu,cpuacct) share a directory.
-	return slices.Compact(slices.Sorted(maps.Values(cg.dirs)))
+	return slices.Compact(slices.Sorted(maps.Values(cg.dirs))), nil
 }
