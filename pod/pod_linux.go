@@ -72,15 +72,14 @@ type Pod struct {
 	cfg     Config
 	created time.Time
 
-	mu      sync.Mutex
-	state   State
-	pid     int
-	cmd     *exec.Cmd     // the holder's, for a pidfd kill
-	cgroup  string        // the holder's leaf cgroup, "" if none
-	exit    reaper.Exit   // valid once done is closed
-	done    chan struct{} // closed when the holder is reaped or the pod stops unstarted
-	stopped bool          // done was closed (guards the close)
-	watch   sync.WaitGroup
+	mu     sync.Mutex
+	state  State
+	pid    int
+	cmd    *exec.Cmd     // the holder's, for a pidfd kill
+	cgroup string        // the holder's leaf cgroup, "" if none
+	exit   reaper.Exit   // valid once done is closed
+	done   chan struct{} // closed on entering Stopped (stopLocked)
+	watch  sync.WaitGroup
 }
 
 // Create writes the pod's files into its bundle. The holder starts with
@@ -154,11 +153,17 @@ func (p *Pod) joinCgroup(pid int) {
 func (p *Pod) exited(e reaper.Exit) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.exit, p.state = e, Stopped
-	if !p.stopped {
-		p.stopped = true
-		close(p.done)
+	p.stopLocked(e)
+}
+
+// stopLocked is the one way into Stopped, from Created or Ready: it records
+// how the pod ended and releases Wait.
+func (p *Pod) stopLocked(e reaper.Exit) {
+	if p.state == Stopped {
+		return
 	}
+	p.exit, p.state = e, Stopped
+	close(p.done)
 }
 
 // Status reports the pod's state, its holder's pid and, once Stopped, how it
@@ -189,12 +194,7 @@ func (p *Pod) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	switch p.state {
 	case Created:
-		p.state = Stopped
-		p.exit = reaper.Exit{At: time.Now()}
-		if !p.stopped {
-			p.stopped = true
-			close(p.done)
-		}
+		p.stopLocked(reaper.Exit{At: time.Now()})
 	case Ready:
 		_ = p.cmd.Process.Signal(unix.SIGKILL) // through its pidfd: never a reused pid
 	}
@@ -210,9 +210,12 @@ func (p *Pod) Shutdown(ctx context.Context) error {
 		return err
 	}
 	p.watch.Wait()
+	p.mu.Lock()
+	leaf := p.cgroup
+	p.mu.Unlock()
 	errs := []error{removeFiles(p.cfg.Bundle)}
-	if p.cgroup != "" && p.f.hier != nil {
-		errs = append(errs, p.f.hier.RemoveLeaf(p.cgroup))
+	if leaf != "" && p.f.hier != nil {
+		errs = append(errs, p.f.hier.RemoveLeaf(leaf))
 	}
 	return errors.Join(errs...)
 }
