@@ -64,15 +64,17 @@ func (c *Cgroup) memoryDir() string {
 // does not provide leaves its fields zero. When the cgroup no longer exists
 // (its container was deleted) it returns ErrNotFound.
 func (c *Cgroup) Stats() (Metrics, error) {
+	s := getScratch()
+	defer putScratch(s)
 	switch c.version {
 	case V1:
-		m, err := c.statsV1()
+		m, err := c.statsV1(s)
 		if err != nil {
 			return nil, err
 		}
 		return m, nil
 	case V2:
-		m, err := c.statsV2()
+		m, err := c.statsV2(s)
 		if err != nil {
 			return nil, err
 		}
@@ -82,12 +84,12 @@ func (c *Cgroup) Stats() (Metrics, error) {
 }
 
 // exists reports whether any of the cgroup's directories exists.
-func (c *Cgroup) exists() bool {
+func (c *Cgroup) exists(s *scratch) bool {
 	if c.version == V2 {
-		return isDir(c.dir)
+		return s.isDir(c.dir)
 	}
 	for _, d := range c.dirs {
-		if isDir(d) {
+		if s.isDir(d) {
 			return true
 		}
 	}

@@ -1,14 +1,9 @@
 package cgroup
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	v1 "github.com/leanshim/leanshim/proto/cgroups/v1"
 )
@@ -19,15 +14,15 @@ const userHZ = 100
 
 // statsV1 reads each controller of a v1 cgroup into its part of a Metrics,
 // with the files and rules of containerd/cgroups v1.0.4 (containerd 1.6).
-func (c *Cgroup) statsV1() (*v1.Metrics, error) {
-	if !c.exists() {
+func (c *Cgroup) statsV1(s *scratch) (*v1.Metrics, error) {
+	if !c.exists(s) {
 		return nil, fmt.Errorf("%s: %w", c, ErrNotFound)
 	}
 	// containerd always sends cpu with both parts, even without cpuacct.
 	m := &v1.Metrics{Cpu: &v1.CPUStat{Usage: &v1.CPUUsage{}, Throttling: &v1.Throttle{}}}
 	readers := []struct {
 		controller string
-		read       func(dir string, m *v1.Metrics) error
+		read       func(s *scratch, dir string, m *v1.Metrics) error
 	}{
 		{"cpuacct", readCPUAcct},
 		{"cpu", readThrottling},
@@ -38,10 +33,10 @@ func (c *Cgroup) statsV1() (*v1.Metrics, error) {
 	}
 	for _, r := range readers {
 		dir, ok := c.dirs[r.controller]
-		if !ok || !isDir(dir) {
+		if !ok || !s.isDir(dir) {
 			continue
 		}
-		if err := r.read(dir, m); err != nil {
+		if err := r.read(s, dir, m); err != nil {
 			return nil, fmt.Errorf("%s stats: %w", r.controller, err)
 		}
 	}
@@ -49,89 +44,102 @@ func (c *Cgroup) statsV1() (*v1.Metrics, error) {
 }
 
 // readCPUAcct reads cpuacct.usage, cpuacct.usage_percpu and cpuacct.stat.
-func readCPUAcct(dir string, m *v1.Metrics) error {
+func readCPUAcct(s *scratch, dir string, m *v1.Metrics) error {
 	u := m.Cpu.Usage
 	var err error
-	if u.Total, err = readUint(dir, "cpuacct.usage", 0); err != nil {
+	if u.Total, err = s.readUint(dir, "cpuacct.usage", 0); err != nil {
 		return err
 	}
-	percpu, err := readFile(dir, "cpuacct.usage_percpu")
-	if err != nil {
+	if u.PerCpu, err = readPerCPU(s, dir); err != nil {
 		return err
 	}
-	for _, f := range strings.Fields(string(percpu)) {
-		v, err := strconv.ParseUint(f, 10, 64)
-		if err != nil {
-			return fmt.Errorf("parse %s: %w", filepath.Join(dir, "cpuacct.usage_percpu"), err)
-		}
-		u.PerCpu = append(u.PerCpu, v)
-	}
-	stat, err := readKV(dir, "cpuacct.stat")
-	if err != nil {
+	var user, system uint64
+	if _, err := s.walkKV(dir, "cpuacct.stat", []uintStep{{"user", &user}, {"system", &system}}); err != nil {
 		return err
 	}
-	u.User = stat["user"] * (1e9 / userHZ)
-	u.Kernel = stat["system"] * (1e9 / userHZ)
+	u.User = user * (1e9 / userHZ)
+	u.Kernel = system * (1e9 / userHZ)
 	return nil
 }
 
-// readThrottling reads the CFS bandwidth counters of cpu.stat.
-func readThrottling(dir string, m *v1.Metrics) error {
-	stat, err := readKV(dir, "cpu.stat")
+// readPerCPU reads cpuacct.usage_percpu, one number per CPU; nil when it is
+// absent or empty. The slice is sized once, to the count of numbers.
+func readPerCPU(s *scratch, dir string) ([]uint64, error) {
+	b, err := s.read(dir, "cpuacct.usage_percpu")
 	if err != nil {
-		return err
+		return nil, err
 	}
+	n := fieldsN(b, nil)
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([]uint64, 0, n)
+	for f, rest := cutField(b); len(f) > 0; f, rest = cutField(rest) {
+		v, err := parseUint(f)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, "cpuacct.usage_percpu"), err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// readThrottling reads the CFS bandwidth counters of cpu.stat.
+func readThrottling(s *scratch, dir string, m *v1.Metrics) error {
 	t := m.Cpu.Throttling
-	pick(stat, []uintStep{
+	_, err := s.walkKV(dir, "cpu.stat", []uintStep{
 		{"nr_periods", &t.Periods},
 		{"nr_throttled", &t.ThrottledPeriods},
 		{"throttled_time", &t.ThrottledTime},
 	})
-	return nil
+	return err
 }
 
 // readMemoryV1 reads memory.stat, memory.oom_control and the four counter
 // families (memory, memsw, kmem, kmem.tcp). A family the kernel lacks (memsw
 // without swap accounting) stays zero but present, as in containerd.
-func readMemoryV1(dir string, m *v1.Metrics) error {
-	stat, err := readKV(dir, "memory.stat")
-	if err != nil {
+func readMemoryV1(sc *scratch, dir string, m *v1.Metrics) error {
+	s := &v1.MemoryStat{Usage: &v1.MemoryEntry{}, Swap: &v1.MemoryEntry{}, Kernel: &v1.MemoryEntry{}, KernelTcp: &v1.MemoryEntry{}}
+	steps := memoryStatSteps(s)
+	if _, err := sc.walkKV(dir, "memory.stat", steps[:]); err != nil {
 		return err
 	}
-	s := &v1.MemoryStat{Usage: &v1.MemoryEntry{}, Swap: &v1.MemoryEntry{}, Kernel: &v1.MemoryEntry{}, KernelTcp: &v1.MemoryEntry{}}
-	pick(stat, memoryStatSteps(s))
-	families := []struct {
-		prefix string
-		e      *v1.MemoryEntry
-	}{
-		{"memory.", s.Usage},
-		{"memory.memsw.", s.Swap},
-		{"memory.kmem.", s.Kernel},
-		{"memory.kmem.tcp.", s.KernelTcp},
-	}
-	for _, f := range families {
-		if err := readUints(dir, 0, []uintStep{
-			{f.prefix + "usage_in_bytes", &f.e.Usage},
-			{f.prefix + "max_usage_in_bytes", &f.e.Max},
-			{f.prefix + "failcnt", &f.e.Failcnt},
-			{f.prefix + "limit_in_bytes", &f.e.Limit},
-		}); err != nil {
-			return err
-		}
-	}
-	oom, err := readKV(dir, "memory.oom_control")
-	if err != nil {
+	// The file names are spelt out: prefix+name would build 16 strings
+	// per call.
+	if err := sc.readUints(dir, 0, []uintStep{
+		{"memory.usage_in_bytes", &s.Usage.Usage},
+		{"memory.max_usage_in_bytes", &s.Usage.Max},
+		{"memory.failcnt", &s.Usage.Failcnt},
+		{"memory.limit_in_bytes", &s.Usage.Limit},
+		{"memory.memsw.usage_in_bytes", &s.Swap.Usage},
+		{"memory.memsw.max_usage_in_bytes", &s.Swap.Max},
+		{"memory.memsw.failcnt", &s.Swap.Failcnt},
+		{"memory.memsw.limit_in_bytes", &s.Swap.Limit},
+		{"memory.kmem.usage_in_bytes", &s.Kernel.Usage},
+		{"memory.kmem.max_usage_in_bytes", &s.Kernel.Max},
+		{"memory.kmem.failcnt", &s.Kernel.Failcnt},
+		{"memory.kmem.limit_in_bytes", &s.Kernel.Limit},
+		{"memory.kmem.tcp.usage_in_bytes", &s.KernelTcp.Usage},
+		{"memory.kmem.tcp.max_usage_in_bytes", &s.KernelTcp.Max},
+		{"memory.kmem.tcp.failcnt", &s.KernelTcp.Failcnt},
+		{"memory.kmem.tcp.limit_in_bytes", &s.KernelTcp.Limit},
+	}); err != nil {
 		return err
 	}
 	o := &v1.MemoryOomControl{}
-	pick(oom, []uintStep{{"oom_kill_disable", &o.OomKillDisable}, {"under_oom", &o.UnderOom}, {"oom_kill", &o.OomKill}})
+	if _, err := sc.walkKV(dir, "memory.oom_control", []uintStep{
+		{"oom_kill_disable", &o.OomKillDisable}, {"under_oom", &o.UnderOom}, {"oom_kill", &o.OomKill},
+	}); err != nil {
+		return err
+	}
 	m.Memory, m.MemoryOomControl = s, o
 	return nil
 }
 
-// memoryStatSteps maps memory.stat keys to MemoryStat fields.
-func memoryStatSteps(s *v1.MemoryStat) []uintStep {
-	return []uintStep{
+// memoryStatSteps maps memory.stat keys to MemoryStat fields. It returns an
+// array, which stays on the caller's stack; a slice would be allocated.
+func memoryStatSteps(s *v1.MemoryStat) [32]uintStep {
+	return [32]uintStep{
 		{"cache", &s.Cache}, {"rss", &s.Rss}, {"rss_huge", &s.RssHuge}, {"mapped_file", &s.MappedFile},
 		{"dirty", &s.Dirty}, {"writeback", &s.Writeback}, {"pgpgin", &s.PgPgIn}, {"pgpgout", &s.PgPgOut},
 		{"pgfault", &s.PgFault}, {"pgmajfault", &s.PgMajFault}, {"inactive_anon", &s.InactiveAnon},
@@ -150,9 +158,9 @@ func memoryStatSteps(s *v1.MemoryStat) []uintStep {
 
 // readPidsV1 reads pids.current and pids.max ("max" is 0 on v1, as in
 // containerd).
-func readPidsV1(dir string, m *v1.Metrics) error {
+func readPidsV1(s *scratch, dir string, m *v1.Metrics) error {
 	p := &v1.PidsStat{}
-	if err := readUints(dir, 0, []uintStep{{"pids.current", &p.Current}, {"pids.max", &p.Limit}}); err != nil {
+	if err := s.readUints(dir, 0, []uintStep{{"pids.current", &p.Current}, {"pids.max", &p.Limit}}); err != nil {
 		return err
 	}
 	m.Pids = p
@@ -161,30 +169,13 @@ func readPidsV1(dir string, m *v1.Metrics) error {
 
 // readBlkio reads the CFQ statistics, or, when they are absent or empty (no
 // CFQ: every kernel since 5.0), the throttle ones, as containerd does.
-func (c *Cgroup) readBlkio(dir string, m *v1.Metrics) error {
+func (c *Cgroup) readBlkio(s *scratch, dir string, m *v1.Metrics) error {
 	b := &v1.BlkIOStat{}
 	m.Blkio = b
-	devs, err := devices(c.proc)
-	if err != nil {
+	if err := s.readDevices(c.proc); err != nil {
 		return err
 	}
-	type file struct {
-		name string
-		dst  *[]*v1.BlkIOEntry
-	}
-	read := func(files []file) (int, error) {
-		n := 0
-		for _, f := range files {
-			entries, err := readBlkioFile(dir, f.name, devs)
-			if err != nil {
-				return 0, err
-			}
-			*f.dst = entries
-			n += len(entries)
-		}
-		return n, nil
-	}
-	n, err := read([]file{
+	n, err := readBlkioFiles(s, dir, []blkioFile{
 		{"blkio.sectors_recursive", &b.SectorsRecursive},
 		{"blkio.io_service_bytes_recursive", &b.IoServiceBytesRecursive},
 		{"blkio.io_serviced_recursive", &b.IoServicedRecursive},
@@ -197,122 +188,118 @@ func (c *Cgroup) readBlkio(dir string, m *v1.Metrics) error {
 	if err != nil || n > 0 {
 		return err
 	}
-	_, err = read([]file{
+	_, err = readBlkioFiles(s, dir, []blkioFile{
 		{"blkio.throttle.io_serviced", &b.IoServicedRecursive},
 		{"blkio.throttle.io_service_bytes", &b.IoServiceBytesRecursive},
 	})
 	return err
 }
 
-// readBlkioFile parses "MAJ:MIN [OP] VALUE" lines; "Total N" lines are
-// skipped.
-func readBlkioFile(dir, name string, devs map[[2]uint64]string) ([]*v1.BlkIOEntry, error) {
-	b, err := readFile(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	var out []*v1.BlkIOEntry
-	s := bufio.NewScanner(bytes.NewReader(b))
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if len(f) == 0 || f[0] == "Total" {
-			continue
-		}
-		e, err := blkioEntry(f)
+// blkioFile names one blkio file and the BlkIOStat field it fills.
+type blkioFile struct {
+	name string
+	dst  *[]*v1.BlkIOEntry
+}
+
+// readBlkioFiles reads each file into its field and returns the number of
+// entries read in all.
+func readBlkioFiles(s *scratch, dir string, files []blkioFile) (int, error) {
+	n := 0
+	for _, f := range files {
+		entries, err := readBlkioFile(s, dir, f.name)
 		if err != nil {
-			return nil, fmt.Errorf("parse %s line %q: %w", filepath.Join(dir, name), s.Text(), err)
+			return 0, err
 		}
-		e.Device = devs[[2]uint64{e.Major, e.Minor}]
-		out = append(out, e)
+		*f.dst = entries
+		n += len(entries)
 	}
-	return out, s.Err()
+	return n, nil
 }
 
-func blkioEntry(f []string) (*v1.BlkIOEntry, error) {
-	if len(f) != 2 && len(f) != 3 {
-		return nil, fmt.Errorf("%d fields", len(f))
-	}
-	e := &v1.BlkIOEntry{}
-	var err error
-	if e.Major, e.Minor, err = majorMinor(f[0]); err != nil {
-		return nil, err
-	}
-	if len(f) == 3 {
-		e.Op = f[1]
-	}
-	e.Value, err = strconv.ParseUint(f[len(f)-1], 10, 64)
-	return e, err
-}
-
-func majorMinor(s string) (uint64, uint64, error) {
-	a, b, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, 0, fmt.Errorf("device %q is not major:minor", s)
-	}
-	major, err := strconv.ParseUint(a, 10, 64)
-	if err != nil {
-		return 0, 0, err
-	}
-	minor, err := strconv.ParseUint(b, 10, 64)
-	return major, minor, err
-}
-
-// devices maps major:minor to /dev/<name> from /proc/partitions.
-func devices(proc string) (map[[2]uint64]string, error) {
-	b, err := readFile(proc, "partitions")
+// readBlkioFile parses "MAJ:MIN [OP] VALUE" lines; "Total N" lines are
+// skipped. Device names come from s.devs (readDevices). The entries share
+// one allocation, sized by the file's line count.
+func readBlkioFile(s *scratch, dir, name string) ([]*v1.BlkIOEntry, error) {
+	b, err := s.read(dir, name)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[[2]uint64]string)
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) != 4 {
+	var (
+		out     []*v1.BlkIOEntry
+		entries []v1.BlkIOEntry
+	)
+	for rest := b; len(rest) > 0; {
+		var line []byte
+		line, rest = cutLine(rest)
+		var f [3][]byte
+		nf := fieldsN(line, f[:])
+		if nf == 0 || string(f[0]) == "Total" {
 			continue
 		}
-		major, err1 := strconv.ParseUint(f[0], 10, 64)
-		minor, err2 := strconv.ParseUint(f[1], 10, 64)
-		if err1 == nil && err2 == nil { // skips the header line
-			out[[2]uint64{major, minor}] = "/dev/" + f[3]
+		if entries == nil {
+			lines := bytes.Count(b, []byte("\n")) + 1
+			entries, out = make([]v1.BlkIOEntry, 0, lines), make([]*v1.BlkIOEntry, 0, lines)
 		}
+		entries = append(entries, v1.BlkIOEntry{})
+		e := &entries[len(entries)-1]
+		if err := blkioEntry(s, e, f[:min(nf, 3)], nf); err != nil {
+			return nil, fmt.Errorf("parse %s line %q: %w", filepath.Join(dir, name), scanText(line), err)
+		}
+		e.Device = s.deviceName(e.Major, e.Minor)
+		out = append(out, e)
 	}
 	return out, nil
 }
 
+// blkioEntry fills e from the fields f of a line that has n fields.
+func blkioEntry(s *scratch, e *v1.BlkIOEntry, f [][]byte, n int) error {
+	if n != 2 && n != 3 {
+		return fmt.Errorf("%d fields", n)
+	}
+	var err error
+	if e.Major, e.Minor, err = majorMinor(f[0]); err != nil {
+		return err
+	}
+	if n == 3 {
+		e.Op = s.intern(f[1]) // Read, Write, Sync, Async, Discard, Total
+	}
+	e.Value, err = parseUint(f[n-1])
+	return err
+}
+
+func majorMinor(b []byte) (uint64, uint64, error) {
+	a, c, ok := bytes.Cut(b, []byte(":"))
+	if !ok {
+		return 0, 0, fmt.Errorf("device %q is not major:minor", b)
+	}
+	major, err := parseUint(a)
+	if err != nil {
+		return 0, 0, err
+	}
+	minor, err := parseUint(c)
+	return major, minor, err
+}
+
 // readHugetlbV1 reads usage, max usage and failcnt for each huge page size
 // that has a hugetlb.<size>.usage_in_bytes file, sizes in name order.
-func readHugetlbV1(dir string, m *v1.Metrics) error {
-	sizes, err := hugePageSizes(dir, ".usage_in_bytes")
+func readHugetlbV1(s *scratch, dir string, m *v1.Metrics) error {
+	sizes, err := s.hugePageSizes(dir, ".usage_in_bytes")
 	if err != nil {
 		return err
 	}
+	if len(sizes) > 0 {
+		m.Hugetlb = make([]*v1.HugetlbStat, 0, len(sizes))
+	}
 	for _, size := range sizes {
 		h := &v1.HugetlbStat{Pagesize: size}
-		p := "hugetlb." + size + "."
-		if err := readUints(dir, 0, []uintStep{
-			{p + "usage_in_bytes", &h.Usage}, {p + "max_usage_in_bytes", &h.Max}, {p + "failcnt", &h.Failcnt},
+		if err := s.readUints(dir, 0, []uintStep{
+			{s.concat("hugetlb.", size, ".usage_in_bytes"), &h.Usage},
+			{s.concat("hugetlb.", size, ".max_usage_in_bytes"), &h.Max},
+			{s.concat("hugetlb.", size, ".failcnt"), &h.Failcnt},
 		}); err != nil {
 			return err
 		}
 		m.Hugetlb = append(m.Hugetlb, h)
 	}
 	return nil
-}
-
-// hugePageSizes lists the <size> of dir's hugetlb.<size><suffix> files,
-// sorted.
-func hugePageSizes(dir, suffix string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var sizes []string
-	for _, e := range entries {
-		if size, ok := strings.CutPrefix(e.Name(), "hugetlb."); ok {
-			if size, ok = strings.CutSuffix(size, suffix); ok && !strings.Contains(size, ".") {
-				sizes = append(sizes, size)
-			}
-		}
-	}
-	slices.Sort(sizes)
-	return sizes, nil
 }
