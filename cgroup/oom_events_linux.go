@@ -92,12 +92,15 @@ func checkV2(fd int, dir string, seen uint64) (uint64, bool) {
 	return kills, true
 }
 
-// oomKills reads oom_kill from dir's memory.events.
+// oomKills reads oom_kill from dir's memory.events; false when the file
+// cannot be read. A file or key that is absent counts 0 kills, never more
+// than a count already seen.
 func oomKills(dir string) (uint64, bool) {
-	kv, err := readKV(dir, "memory.events")
-	if err != nil {
+	s := getScratch()
+	defer putScratch(s)
+	var kills uint64
+	if _, err := s.walkKV(dir, "memory.events", []uintStep{{"oom_kill", &kills}}); err != nil {
 		return 0, false
 	}
-	n, ok := kv["oom_kill"]
-	return n, ok
+	return kills, true
 }

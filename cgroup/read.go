@@ -1,7 +1,6 @@
 package cgroup
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -30,29 +28,6 @@ func readFile(dir, name string) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// readKV reads a flat keyed file ("key value" lines) into a map; an absent
-// file gives an empty map. Stats uses walkKV, which builds no map.
-func readKV(dir, name string) (map[string]uint64, error) {
-	b, err := readFile(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]uint64)
-	s := bufio.NewScanner(bytes.NewReader(b))
-	for s.Scan() {
-		k, v, ok := strings.Cut(strings.TrimSpace(s.Text()), " ")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("parse %s line %q: %w", filepath.Join(dir, name), s.Text(), err)
-		}
-		out[k] = n
-	}
-	return out, s.Err()
 }
 
 // readUint reads a single-number file; an absent file is 0. The word "max"
