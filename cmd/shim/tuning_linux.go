@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -35,7 +36,15 @@ const firstGCPercent = 40
 // operator may use to override it (and then it stays). It applies to every
 // action, not only the daemon: the short-lived ones (start, delete, -info)
 // never reach 1 MiB of heap, so it costs them nothing.
+//
+// It also turns the heap profiler off. Something in the binary refers to
+// runtime.MemProfile, so the runtime samples an allocation every 512 KiB
+// and keeps each sampled call stack for good, in buckets and a 1.4 MiB
+// hash table whose pages become resident as stacks land in them: memory
+// that grows with the variety of what a long-lived shim has done, and that
+// nothing in a shim ever reads.
 func init() {
+	runtime.MemProfileRate = 0
 	if _, ok := os.LookupEnv("GOGC"); !ok {
 		debug.SetGCPercent(firstGCPercent)
 	}
@@ -62,10 +71,11 @@ func init() {
 // is written: no goroutine, no timer, and a burst of calls settles once,
 // after its last.
 type settler struct {
-	inflight atomic.Int32
+	inflight atomic.Int32 // calls being served, long waits (waitsLong) left out
 	sentinel weak.Pointer[struct{ _, _ *int }] // see collected
 	tuned    atomic.Bool                       // gcPercent is set: the collector has run
 	fixedGC  bool                              // GOGC is the operator's: leave it
+	release  func()                            // debug.FreeOSMemory; tests count calls
 }
 
 // execIDer is a task API request that names an exec (Start, Delete).
@@ -76,6 +86,9 @@ type execIDer interface{ GetExecId() string }
 // of garbage stays resident until the first collection.
 func (s *settler) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
 	s.tune()
+	if waitsLong(info.FullMethod) {
+		return m(ctx, u)
+	}
 	s.inflight.Add(1)
 	if !settleMethod(info.FullMethod) {
 		defer s.inflight.Add(-1)
@@ -88,25 +101,38 @@ func (s *settler) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrp
 		return uerr
 	})
 	if s.inflight.Add(-1) == 0 && settle && s.collected() {
-		debug.FreeOSMemory()
+		s.release()
 	}
 	return resp, err
+}
+
+// waitsLong reports whether method is a call that stays in flight for a
+// process's or a pod's whole life: CRI keeps a Wait open on every task and a
+// WaitSandbox on every pod, so counting them would keep a CRI shim from ever
+// settling.
+func waitsLong(method string) bool {
+	switch method[strings.LastIndexByte(method, '/')+1:] {
+	case "Wait", "WaitSandbox":
+		return true
+	}
+	return false
 }
 
 // settleMethod reports whether method is one settles may say yes to.
 func settleMethod(method string) bool {
 	switch method[strings.LastIndexByte(method, '/')+1:] {
-	case "Create", "Start", "Delete":
+	case "Create", "Start", "Delete", "CreateSandbox", "StartSandbox", "StopSandbox":
 		return true
 	}
 	return false
 }
 
 // settles reports whether a call of method with request req leaves a
-// container's worth of garbage: Create, and Start or Delete of an init.
+// container's worth of garbage: Create, Start or Delete of an init, and a
+// pod's CreateSandbox, StartSandbox and StopSandbox.
 func settles(method string, req any) bool {
 	switch method[strings.LastIndexByte(method, '/')+1:] {
-	case "Create":
+	case "Create", "CreateSandbox", "StartSandbox", "StopSandbox":
 		return true
 	case "Start", "Delete":
 		// The legacy v1 shim API names an exec by ID alone: not knowing
@@ -143,5 +169,5 @@ func newSettler() *settler {
 	_, fixed := os.LookupEnv("GOGC")
 	// Pointers, so the tiny allocator, which may batch a weak pointer's
 	// target with live objects, never serves it.
-	return &settler{sentinel: weak.Make(&struct{ _, _ *int }{}), fixedGC: fixed}
+	return &settler{sentinel: weak.Make(&struct{ _, _ *int }{}), fixedGC: fixed, release: debug.FreeOSMemory}
 }

@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/containerd/ttrpc"
 
+	"github.com/leanshim/leanshim/proto/sandboxapi"
 	"github.com/leanshim/leanshim/proto/shimv1"
 	"github.com/leanshim/leanshim/proto/taskapi"
 )
@@ -29,6 +33,11 @@ func TestSettles(t *testing.T) {
 		{"/containerd.task.v2.Task/Exec", &taskapi.ExecProcessRequest{Id: "c", ExecId: "e"}, false},
 		{"/containerd.task.v2.Task/State", &taskapi.StateRequest{Id: "c"}, false},
 		{"/containerd.runtime.linux.shim.v1.Shim/Start", &shimv1.StartRequest{Id: "e"}, false},
+		{"/containerd.runtime.sandbox.v1.Sandbox/CreateSandbox", &sandboxapi.CreateSandboxRequest{SandboxId: "p"}, true},
+		{"/containerd.runtime.sandbox.v1.Sandbox/StartSandbox", &sandboxapi.StartSandboxRequest{SandboxId: "p"}, true},
+		{"/containerd.runtime.sandbox.v1.Sandbox/StopSandbox", &sandboxapi.StopSandboxRequest{SandboxId: "p"}, true},
+		{"/containerd.runtime.sandbox.v1.Sandbox/SandboxMetrics", &sandboxapi.SandboxMetricsRequest{SandboxId: "p"}, false},
+		{"/containerd.task.v3.Task/Stats", &taskapi.StatsRequest{Id: "c"}, false},
 	} {
 		if got := settles(tc.method, tc.req); got != tc.want {
 			t.Errorf("settles(%s, %+v) = %v, want %v", tc.method, tc.req, got, tc.want)
@@ -55,6 +64,62 @@ func TestSettlerPassesThrough(t *testing.T) {
 	}
 	if n := s.inflight.Load(); n != 0 {
 		t.Fatalf("%d calls in flight after return", n)
+	}
+}
+
+// A Wait or WaitSandbox stays open for a task's or pod's life (CRI keeps
+// one on each): it must not count as a call in flight, or a shim under CRI
+// would never hand a Create's garbage back. Other calls in flight do hold
+// the release back until the last one ends.
+func TestSettlerIgnoresLongWaits(t *testing.T) {
+	s := newSettler()
+	var released atomic.Int32
+	s.release = func() { released.Add(1) }
+	runtime.GC() // the sentinel goes: the settler acts as in a shim that has collected
+	if !s.collected() {
+		t.Fatal("sentinel survived a collection")
+	}
+	// call serves one call of method whose handler signals entered, then
+	// waits for block.
+	call := func(method string, entered chan<- struct{}, block <-chan struct{}) {
+		_, _ = s.intercept(context.Background(), func(any) error { return nil }, &ttrpc.UnaryServerInfo{FullMethod: method},
+			func(_ context.Context, un func(any) error) (any, error) {
+				var req taskapi.CreateTaskRequest
+				err := un(&req)
+				entered <- struct{}{}
+				<-block
+				return nil, err
+			})
+	}
+	open := make(chan struct{})
+	closed := make(chan struct{})
+	close(closed)
+	entered := make(chan struct{}, 4)
+	var calls sync.WaitGroup
+	for _, m := range []string{"/containerd.task.v3.Task/Wait", "/containerd.runtime.sandbox.v1.Sandbox/WaitSandbox"} {
+		calls.Go(func() { call(m, entered, open) })
+		<-entered
+	}
+	if n := s.inflight.Load(); n != 0 {
+		t.Errorf("%d long waits counted in flight", n)
+	}
+	call("/containerd.task.v3.Task/Create", entered, closed)
+	<-entered
+	if n := released.Load(); n != 1 {
+		t.Fatalf("Create with only waits open released %d times, want 1", n)
+	}
+	// A State in flight holds the release back.
+	calls.Go(func() { call("/containerd.task.v3.Task/State", entered, open) })
+	<-entered
+	call("/containerd.task.v3.Task/Create", entered, closed)
+	<-entered
+	if n := released.Load(); n != 1 {
+		t.Fatalf("Create beside a State in flight released (%d releases, want 1)", n)
+	}
+	close(open)
+	calls.Wait()
+	if n := s.inflight.Load(); n != 0 {
+		t.Fatalf("%d calls in flight after all returned", n)
 	}
 }
 
