@@ -131,6 +131,41 @@ func shimPodScenario(t *testing.T, d *criDaemon, handler string) {
 		}
 		d.assertLogs(t, server.id, "server-up\nhello-over-localhost\n", "")
 	})
+	// containerd 2.4 reads a shim-mode pod's stats through SandboxMetrics
+	// (podsandbox mode: the pause container's cgroup parent, read by CRI).
+	t.Run("pod and container stats", func(t *testing.T) {
+		type counter struct {
+			Value string `json:"value"`
+		}
+		var pods struct {
+			Stats []struct {
+				Linux struct {
+					CPU    struct{ UsageCoreNanoSeconds counter } `json:"cpu"`
+					Memory struct{ WorkingSetBytes counter }      `json:"memory"`
+				} `json:"linux"`
+			} `json:"stats"`
+		}
+		if err := d.crictlJSON(&pods, "statsp", "--id", pod.id, "-o", "json"); err != nil || len(pods.Stats) != 1 {
+			t.Fatalf("statsp: %+v %v", pods, err)
+		}
+		var ctrs struct {
+			Stats []struct {
+				CPU    struct{ UsageCoreNanoSeconds counter } `json:"cpu"`
+				Memory struct{ WorkingSetBytes counter }      `json:"memory"`
+			} `json:"stats"`
+		}
+		if err := d.crictlJSON(&ctrs, "stats", "--id", server.id, "-o", "json"); err != nil || len(ctrs.Stats) != 1 {
+			t.Fatalf("stats: %+v %v", ctrs, err)
+		}
+		for what, v := range map[string]string{
+			"pod cpu": pods.Stats[0].Linux.CPU.UsageCoreNanoSeconds.Value, "pod memory": pods.Stats[0].Linux.Memory.WorkingSetBytes.Value,
+			"container cpu": ctrs.Stats[0].CPU.UsageCoreNanoSeconds.Value, "container memory": ctrs.Stats[0].Memory.WorkingSetBytes.Value,
+		} {
+			if n, err := strconv.ParseUint(v, 10, 64); err != nil || n == 0 {
+				t.Errorf("%s: %q, want a positive count", what, v)
+			}
+		}
+	})
 	t.Run("streaming exec", func(t *testing.T) {
 		r := d.crictl("exec", client.id, "/bin/sh", "-c", "echo streamed; echo err >&2; exit 4")
 		if r.code != 1 || r.stdout != "streamed\n" || !strings.Contains(r.stderr, "err\n") ||

@@ -75,10 +75,11 @@ type Pod struct {
 	mu     sync.Mutex
 	state  State
 	pid    int
-	cmd    *exec.Cmd     // the holder's, for a pidfd kill
-	cgroup string        // the holder's leaf cgroup, "" if none
-	exit   reaper.Exit   // valid once done is closed
-	done   chan struct{} // closed on entering Stopped (stopLocked)
+	cmd    *exec.Cmd      // the holder's, for a pidfd kill
+	cgroup string         // the holder's leaf cgroup, "" if none
+	parent *cgroup.Cgroup // the cgroup parent, once Cgroup has resolved it
+	exit   reaper.Exit    // valid once done is closed
+	done   chan struct{}  // closed on entering Stopped (stopLocked)
 	watch  sync.WaitGroup
 }
 
@@ -100,8 +101,25 @@ func (f *Factory) Create(cfg Config) (*Pod, error) {
 // ID returns the pod's sandbox id.
 func (p *Pod) ID() string { return p.cfg.ID }
 
-// CgroupParent returns the pod's cgroup parent, as the pod's config names it.
-func (p *Pod) CgroupParent() string { return p.cfg.CgroupParent }
+// Cgroup returns the pod's cgroup parent, which holds its containers and
+// its holder. It is resolved once and kept: containerd 2.4's CRI reads a
+// pod's metrics every second.
+func (p *Pod) Cgroup() (*cgroup.Cgroup, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parent != nil {
+		return p.parent, nil
+	}
+	if p.f.hier == nil {
+		return nil, fmt.Errorf("pod %s: no cgroups on this machine: %w", p.cfg.ID, cgroup.ErrNotFound)
+	}
+	cg, err := p.f.hier.ForPodParent(p.cfg.CgroupParent)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", p.cfg.ID, err)
+	}
+	p.parent = cg
+	return cg, nil
+}
 
 // Start starts the holder and returns its pid.
 func (p *Pod) Start() (int, error) {

@@ -257,7 +257,7 @@ func (s *Service) SandboxMetrics(ctx context.Context, r *sandboxapi.SandboxMetri
 	if s.cfg.Cgroups == nil {
 		return nil, toStatus(fmt.Errorf("sandbox %q: no cgroups on this machine: %w", r.SandboxId, errNotFound))
 	}
-	cg, err := s.cfg.Cgroups.ForPodParent(p.CgroupParent())
+	cg, err := p.Cgroup()
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("sandbox %q: %w", r.SandboxId, err))
 	}
