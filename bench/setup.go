@@ -153,7 +153,7 @@ func (b *bench) installShim(ctx context.Context, repo, dst string) error {
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version,
 		"-o", dst, "./cmd/shim")
 	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOEXPERIMENT="+shimGoExperiment(goBin))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/shim: %w\n%s", err, out)
 	}
@@ -322,4 +322,17 @@ func mountsUnder(dir string) []string {
 		}
 	}
 	return mounts
+}
+
+// shimGoExperiment is the GOEXPERIMENT the Makefile builds the shim with
+// (SHIM_GOEXPERIMENT): the previous collector, or "" once the Go release no
+// longer knows it.
+func shimGoExperiment(goBin string) string {
+	cmd := exec.Command(goBin, "env", "GOEXPERIMENT")
+	cmd.Env = append(os.Environ(), "GOEXPERIMENT=nogreenteagc")
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
