@@ -15,9 +15,10 @@ import (
 )
 
 // The memory map (issue 16): where every KiB of a running leanshim goes, at
-// four moments of one grouped shim's life: one idle container; K more idle
+// five moments of one grouped shim's life: one idle container; K more idle
 // containers (reported per container); one exec running in the first
-// container; after that exec's Delete. Two identical shims walk the same
+// container; after that exec's Delete; K later idle containers, once the
+// shim has collected (per container). Two identical shims walk the same
 // steps: the measured one is only read from /proc (smaps, fds, threads);
 // the introspected one is also asked, at each step, for its Go runtime
 // statistics and goroutines (SIGUSR1, which the shim answers in its log,
@@ -195,6 +196,8 @@ func (b *bench) mapPhase(ctx context.Context) error {
 	uss := func(i int) float64 { return m[i].smap.total(m[i].smap.uss) }
 	b.res.add("map: per extra grouped container, USS", "KiB", 0, (uss(2)-uss(0))/float64(extra), nanf(), maxValue(100))
 	b.res.add("map: each container after the second, USS", "KiB", 0, (uss(2)-uss(1))/float64(extra-1), nanf())
+	b.res.add(fmt.Sprintf("map: each of %d later containers (the shim has collected), USS", extra), "KiB", 0,
+		(uss(5)-uss(4))/float64(extra), nanf())
 	if i[0].gos != nil && i[2].gos != nil {
 		b.res.add("map: goroutines per extra grouped container", "goroutines", 1,
 			float64(i[2].gos.total-i[0].gos.total)/float64(extra), nanf())
@@ -291,6 +294,22 @@ func (b *bench) mapWalk(ctx context.Context, s shim, k, extra int, introspect bo
 		return nil, err
 	}
 	if err := take("after the exec's Delete"); err != nil {
+		return nil, err
+	}
+	// As many again: by now the shim has collected (num_gc in the
+	// introspected twin's table), so these show what a container costs
+	// without the collector's one-time state.
+	for range extra {
+		id := b.newID("map", s)
+		if _, err := b.d.ctr(ctx, b.runArgs(s, flags, id, sleeper...)...); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+		if p, err := b.shimOfID(ctx, s, id); err != nil || p != pid {
+			return nil, errors.Join(err, fmt.Errorf("not grouped: %s is served by shim %d, not %d", id, p, pid))
+		}
+	}
+	if err := take(fmt.Sprintf("%d later idle containers", extra)); err != nil {
 		return nil, err
 	}
 	return steps, nil

@@ -17,11 +17,12 @@ func renderMap(m, in []mapStep, extra int) string {
 	w("## Memory map of one grouped leanshim (issue 16)\n\n")
 	w("`make bench` phase `map`. Columns: the shim with one idle container (absolute); what the second adds; what "+
 		"each further one adds (per container, from the second to the %d-th); what one running exec adds; what is "+
-		"left once it is deleted (both against the %d-container shim). KiB from /proc/PID/smaps, after `sync`.\n\n",
-		extra+1, extra+1)
+		"left once it is deleted (both against the %d-container shim); what each of %d later containers adds (from "+
+		"the %d-th on, once the shim has collected). KiB from /proc/PID/smaps, after `sync`.\n\n",
+		extra+1, extra+1, extra, extra+2)
 	head := func(first string) {
-		w("| %s | one container | the second adds | each further adds | + one exec running | left after exec Delete |\n"+
-			"|---|--:|--:|--:|--:|--:|\n", first)
+		w("| %s | one container | the second adds | each further adds | + one exec running | left after exec Delete | "+
+			"each later one adds |\n|---|--:|--:|--:|--:|--:|--:|\n", first)
 	}
 	col := func(get func(mapStep) float64) mapCols { return colOf(m, extra, get) }
 	w("How to read it (issue 16). The binary's text and read-only data are file pages: private here only because " +
@@ -30,11 +31,16 @@ func renderMap(m, in []mapStep, extra int) string {
 		"one-container shim is about 200 KiB of package initialisation (protobuf descriptors of grpc status, " +
 		"descriptorpb and the generated APIs; `GODEBUG=inittrace=1`) plus what start-up, Create and Start allocated: " +
 		"such a shim never collects (GOGC 40 until the first cycle), because the first collection leaves 0.5-1 MiB " +
-		"of collector state behind for good, more than the garbage it frees. A shim that grows past that first goal " +
-		"(a few containers, or execs) pays it once, then runs at GOGC 25 and hands free pages back after each " +
-		"container's Create, Start and Delete (cmd/shim/tuning_linux.go), so each further container keeps its " +
-		"live memory: the goroutines below (an init watcher, stdout and stderr copiers, a stdin copier, and the two " +
-		"goroutines of the ttrpc connection containerd 1.6 dials per task), their stacks, its structs and fds.\n\n")
+		"of collector state behind for good (the runtime's off-heap row: mark bits, work buffers, span metadata), " +
+		"more than the garbage it frees. A shim that grows past that first goal (a few containers, execs, or " +
+		"containerd 2.4's CRI, which reads every container's and pod's stats once a second) pays it once, then runs " +
+		"at GOGC 25 and hands free pages back after each container's Create, Start and Delete " +
+		"(cmd/shim/tuning_linux.go). The containers from the second to the last above include that one-time state; " +
+		"the later ones, added once the shim has collected, show what a container keeps: the goroutines below (an " +
+		"init watcher, stdout and stderr copiers, a stdin copier, and the two goroutines of the ttrpc connection " +
+		"containerd 1.6 dials per task), their stacks, its structs and fds. The shim is built with Go's previous " +
+		"collector (GOEXPERIMENT=nogreenteagc, Makefile): Go 1.26's default one cost an idle shim about 100 KiB " +
+		"more.\n\n")
 	head("USS by area (KiB)")
 	for _, area := range areas {
 		c := col(func(s mapStep) float64 { return s.smap.uss[area] })
@@ -64,7 +70,7 @@ func renderMap(m, in []mapStep, extra int) string {
 	for _, kind := range slices.Sorted(maps.Keys(kinds)) {
 		col(func(s mapStep) float64 { return float64(s.fds[kind]) }).row(w, kind)
 	}
-	if len(in) == 5 && in[0].gos != nil {
+	if len(in) == 6 && in[0].gos != nil {
 		w("\n")
 		head("goroutines, by creator (introspected twin)")
 		makers := map[string]bool{}
@@ -94,8 +100,9 @@ func renderMap(m, in []mapStep, extra int) string {
 // mapCols is one row of the map: absolute with one container, what the
 // second adds, what each further one adds (from the second to the last),
 // what a running exec adds and what it leaves after its Delete (both
-// against the shim with every container).
-type mapCols struct{ one, second, further, exec, left float64 }
+// against the shim with every container), and what each later container
+// adds.
+type mapCols struct{ one, second, further, exec, left, later float64 }
 
 func colOf(s []mapStep, extra int, get func(mapStep) float64) mapCols {
 	return mapCols{
@@ -104,10 +111,11 @@ func colOf(s []mapStep, extra int, get func(mapStep) float64) mapCols {
 		further: (get(s[2]) - get(s[1])) / float64(extra-1),
 		exec:    get(s[3]) - get(s[2]),
 		left:    get(s[4]) - get(s[2]),
+		later:   (get(s[5]) - get(s[4])) / float64(extra),
 	}
 }
 
 // row writes one map row; frac decimals for the per-container column.
 func (c mapCols) row(w func(string, ...any), name string) {
-	w("| %s | %.0f | %.0f | %.1f | %.0f | %.0f |\n", name, c.one, c.second, c.further, c.exec, c.left)
+	w("| %s | %.0f | %.0f | %.1f | %.0f | %.0f | %.1f |\n", name, c.one, c.second, c.further, c.exec, c.left, c.later)
 }
