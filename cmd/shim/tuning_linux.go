@@ -50,12 +50,21 @@ func init() {
 	}
 }
 
-// settler hands the heap pages a container's Create, Start or Delete left
-// free back to the kernel (debug.FreeOSMemory: a collection, then every
-// free page released), once no other call is in flight. Those calls
-// allocate more than they keep (the spec, runc's output, mount tables);
-// without this each container left 100-200 KiB of garbage or free heap
-// resident (bench/RESULTS.md, memory map).
+// settler hands free heap pages back to the kernel (debug.FreeOSMemory: a
+// collection, then every free page released), once no other call is in
+// flight, at two moments:
+//
+//   - after a container's Create, Start or Delete (and a pod's
+//     CreateSandbox, StartSandbox, StopSandbox). Those calls allocate more
+//     than they keep (the spec, runc's output, mount tables); without this
+//     each container left 100-200 KiB of garbage or free heap resident
+//     (bench/RESULTS.md, memory map);
+//   - after the first quiet call (afterCollection) that follows a
+//     collection of the collector's own. The runtime keeps the pages a
+//     collection frees for reuse and returns them slowly: a shim under
+//     containerd 2.4's CRI, which reads every container's and pod's stats
+//     once a second, kept about 1.1 MiB of free heap resident between
+//     collections, on top of its live memory.
 //
 // Only in a shim the collector has already run in: the first collection
 // costs a Go process 0.5-1 MiB for good (the collector's own metadata and
@@ -63,45 +72,49 @@ func init() {
 // ten containers' garbage (~110 KiB each, Create and Start), so a shim with
 // one or a few containers, whose heap stays under the first goal
 // (firstGCPercent), must not be made to pay it. A shim that grows past the
-// goal has paid it, and from then on keeps a container's live memory, not
-// its garbage. Exec calls never settle: their latency is on every `kubectl
-// exec`, and gcPercent bounds what they leave.
+// goal has paid it, and from then on keeps its live memory, not its
+// garbage. An exec's Exec and Start never release: their latency is on
+// every `kubectl exec`.
 //
 // It runs in the call's own goroutine after the handler, before the reply
 // is written: no goroutine, no timer, and a burst of calls settles once,
 // after its last.
 type settler struct {
-	inflight atomic.Int32 // calls being served, long waits (waitsLong) left out
-	sentinel weak.Pointer[struct{ _, _ *int }] // see collected
-	tuned    atomic.Bool                       // gcPercent is set: the collector has run
-	fixedGC  bool                              // GOGC is the operator's: leave it
-	release  func()                            // debug.FreeOSMemory; tests count calls
+	inflight atomic.Int32                                      // calls being served, long waits (waitsLong) left out
+	sentinel atomic.Pointer[weak.Pointer[struct{ _, _ *int }]] // see collectedSince
+	seen     atomic.Bool                                       // the collector has run: releases may happen
+	fixedGC  bool                                              // GOGC is the operator's: leave it
+	release  func()                                            // debug.FreeOSMemory; tests count calls
 }
 
 // execIDer is a task API request that names an exec (Start, Delete).
 type execIDer interface{ GetExecId() string }
 
-// intercept wraps one unary call; see settler. Calls that never settle
-// pass through without an allocation: on a one-container shim every byte
-// of garbage stays resident until the first collection.
+// intercept wraps one unary call; see settler. Calls that never settle a
+// container pass through without an allocation: on a one-container shim
+// every byte of garbage stays resident until the first collection.
 func (s *settler) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
-	s.tune()
+	s.observe()
 	if waitsLong(info.FullMethod) {
 		return m(ctx, u)
 	}
 	s.inflight.Add(1)
-	if !settleMethod(info.FullMethod) {
-		defer s.inflight.Add(-1)
-		return m(ctx, u)
+	var resp any
+	var err error
+	container := false
+	if settleMethod(info.FullMethod) {
+		resp, err = m(ctx, func(v any) error {
+			uerr := u(v)
+			container = uerr == nil && settles(info.FullMethod, v)
+			return uerr
+		})
+	} else {
+		resp, err = m(ctx, u)
 	}
-	settle := false
-	resp, err := m(ctx, func(v any) error {
-		uerr := u(v)
-		settle = uerr == nil && settles(info.FullMethod, v)
-		return uerr
-	})
-	if s.inflight.Add(-1) == 0 && settle && s.collected() {
+	if s.inflight.Add(-1) == 0 && s.seen.Load() &&
+		(container || (afterCollection(info.FullMethod) && s.collectedSince())) {
 		s.release()
+		s.rearm() // after the release's own collection, which would clear it
 	}
 	return resp, err
 }
@@ -113,6 +126,18 @@ func (s *settler) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrp
 func waitsLong(method string) bool {
 	switch method[strings.LastIndexByte(method, '/')+1:] {
 	case "Wait", "WaitSandbox":
+		return true
+	}
+	return false
+}
+
+// afterCollection reports whether a call of method may release what a
+// collection freed: the calls clients make while nothing urgent waits on
+// the reply (stats and status polls, a Delete once the process is gone),
+// not an exec's Exec or Start, nor a Kill.
+func afterCollection(method string) bool {
+	switch method[strings.LastIndexByte(method, '/')+1:] {
+	case "Stats", "SandboxMetrics", "State", "Pids", "Connect", "Delete", "SandboxStatus", "PingSandbox":
 		return true
 	}
 	return false
@@ -143,23 +168,32 @@ func settles(method string, req any) bool {
 	return false
 }
 
-// collected reports whether the collector has run since the settler was
-// made: the sentinel, reachable only through a weak pointer, is gone after
-// the first cycle. Neither runtime.ReadMemStats nor debug.ReadGCStats:
-// measured with the bench's idle phase, calling either once left every
-// one-container shim about 550 KiB larger for good (1.22 to 1.8 MiB USS).
-func (s *settler) collected() bool {
-	return s.sentinel.Value() == nil
+// collectedSince reports whether the collector has run since the settler
+// was made or last released: the sentinel, reachable only through a weak
+// pointer, is gone after a cycle. Neither runtime.ReadMemStats nor
+// debug.ReadGCStats: measured with the bench's idle phase, calling either
+// once left every one-container shim about 550 KiB larger for good (1.22
+// to 1.8 MiB USS).
+func (s *settler) collectedSince() bool {
+	return s.sentinel.Load().Value() == nil
 }
 
-// tune switches GOGC from firstGCPercent to gcPercent once the collector
-// has run (see firstGCPercent). Every call checks: a weak pointer's Value
-// and an atomic load.
-func (s *settler) tune() {
-	if s.fixedGC || s.tuned.Load() || !s.collected() {
+// rearm makes a new sentinel, for collectedSince to see the next cycle.
+func (s *settler) rearm() {
+	// Pointers, so the tiny allocator, which may batch a weak pointer's
+	// target with live objects, never serves it.
+	w := weak.Make(&struct{ _, _ *int }{})
+	s.sentinel.Store(&w)
+}
+
+// observe notes the collector's first run, and then switches GOGC from
+// firstGCPercent to gcPercent (see firstGCPercent). Every call checks: an
+// atomic load, then a weak pointer's Value until the first cycle.
+func (s *settler) observe() {
+	if s.seen.Load() || !s.collectedSince() {
 		return
 	}
-	if s.tuned.CompareAndSwap(false, true) {
+	if s.seen.CompareAndSwap(false, true) && !s.fixedGC {
 		debug.SetGCPercent(gcPercent)
 	}
 }
@@ -167,7 +201,7 @@ func (s *settler) tune() {
 // newSettler returns a settler whose sentinel has not been collected yet.
 func newSettler() *settler {
 	_, fixed := os.LookupEnv("GOGC")
-	// Pointers, so the tiny allocator, which may batch a weak pointer's
-	// target with live objects, never serves it.
-	return &settler{sentinel: weak.Make(&struct{ _, _ *int }{}), fixedGC: fixed, release: debug.FreeOSMemory}
+	s := &settler{fixedGC: fixed, release: debug.FreeOSMemory}
+	s.rearm()
+	return s
 }

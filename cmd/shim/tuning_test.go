@@ -76,7 +76,7 @@ func TestSettlerIgnoresLongWaits(t *testing.T) {
 	var released atomic.Int32
 	s.release = func() { released.Add(1) }
 	runtime.GC() // the sentinel goes: the settler acts as in a shim that has collected
-	if !s.collected() {
+	if !s.collectedSince() {
 		t.Fatal("sentinel survived a collection")
 	}
 	// call serves one call of method whose handler signals entered, then
@@ -120,6 +120,56 @@ func TestSettlerIgnoresLongWaits(t *testing.T) {
 	calls.Wait()
 	if n := s.inflight.Load(); n != 0 {
 		t.Fatalf("%d calls in flight after all returned", n)
+	}
+}
+
+// After a collection of the runtime's own, the next quiet call (a stats
+// poll) releases the pages it freed, once; an exec's calls never do.
+func TestSettlerReleasesAfterCollection(t *testing.T) {
+	s := newSettler()
+	var released atomic.Int32
+	s.release = func() { released.Add(1) }
+	call := func(method string, req *taskapi.StartRequest) {
+		_, _ = s.intercept(context.Background(), func(v any) error {
+			if r, ok := v.(*taskapi.StartRequest); ok {
+				*r = *req
+			}
+			return nil
+		}, &ttrpc.UnaryServerInfo{FullMethod: method},
+			func(_ context.Context, un func(any) error) (any, error) {
+				var r taskapi.StartRequest
+				return nil, un(&r)
+			})
+	}
+	stats := "/containerd.task.v3.Task/Stats"
+	call(stats, &taskapi.StartRequest{})
+	if n := released.Load(); n != 0 {
+		t.Fatalf("a shim that never collected released %d times", n)
+	}
+	runtime.GC()
+	call(stats, &taskapi.StartRequest{})
+	if n := released.Load(); n != 1 {
+		t.Fatalf("first stats call after a collection: %d releases, want 1", n)
+	}
+	call(stats, &taskapi.StartRequest{})
+	if n := released.Load(); n != 1 {
+		t.Fatalf("stats call with no collection since the release: %d releases, want 1", n)
+	}
+	runtime.GC()
+	call("/containerd.task.v3.Task/Exec", &taskapi.StartRequest{})
+	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c", ExecId: "e"})
+	call("/containerd.task.v3.Task/Kill", &taskapi.StartRequest{})
+	if n := released.Load(); n != 1 {
+		t.Fatalf("an exec's calls released (%d releases, want 1)", n)
+	}
+	call("/containerd.runtime.sandbox.v1.Sandbox/SandboxMetrics", &taskapi.StartRequest{})
+	if n := released.Load(); n != 2 {
+		t.Fatalf("SandboxMetrics after a collection: %d releases, want 2", n)
+	}
+	// A container's Start releases whenever the shim has collected once.
+	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c"})
+	if n := released.Load(); n != 3 {
+		t.Fatalf("an init's Start: %d releases, want 3", n)
 	}
 }
 
