@@ -48,7 +48,13 @@ func fakeRuntime(pidFile string) {
 // newRunning returns a subreaper Reaper whose loop runs until the test ends.
 func newRunning(t *testing.T) *Reaper {
 	t.Helper()
-	r, err := New(Config{Subreaper: true})
+	return newRunningWith(t, Config{Subreaper: true})
+}
+
+// newRunningWith is newRunning with cfg.
+func newRunningWith(t *testing.T, cfg Config) *Reaper {
+	t.Helper()
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,21 +267,11 @@ func TestStartedHook(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	r, err := New(Config{Subreaper: true, Started: func(pid int, at time.Time) {
+	r := newRunningWith(t, Config{Subreaper: true, Started: func(pid int, at time.Time) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, call{pid, at})
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { // owned by this test: stopped by cancel, joined below
-		defer close(done)
-		_ = r.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 	before := time.Now()
 	cmd := exec.Command("/bin/true")
 	ch, err := r.Start(cmd)

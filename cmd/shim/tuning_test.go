@@ -67,14 +67,20 @@ func TestSettlerPassesThrough(t *testing.T) {
 	}
 }
 
+// countingSettler returns a settler whose releases are counted, not done.
+func countingSettler() (*settler, *atomic.Int32) {
+	s := newSettler()
+	released := new(atomic.Int32)
+	s.release = func() { released.Add(1) }
+	return s, released
+}
+
 // A Wait or WaitSandbox stays open for a task's or pod's life (CRI keeps
 // one on each): it must not count as a call in flight, or a shim under CRI
 // would never hand a Create's garbage back. Other calls in flight do hold
 // the release back until the last one ends.
 func TestSettlerIgnoresLongWaits(t *testing.T) {
-	s := newSettler()
-	var released atomic.Int32
-	s.release = func() { released.Add(1) }
+	s, released := countingSettler()
 	runtime.GC() // the sentinel goes: the settler acts as in a shim that has collected
 	if !s.collectedSince() {
 		t.Fatal("sentinel survived a collection")
@@ -126,9 +132,7 @@ func TestSettlerIgnoresLongWaits(t *testing.T) {
 // After a collection of the runtime's own, the next quiet call (a stats
 // poll) releases the pages it freed, once; an exec's calls never do.
 func TestSettlerReleasesAfterCollection(t *testing.T) {
-	s := newSettler()
-	var released atomic.Int32
-	s.release = func() { released.Add(1) }
+	s, released := countingSettler()
 	call := func(method string, req *taskapi.StartRequest) {
 		_, _ = s.intercept(context.Background(), func(v any) error {
 			if r, ok := v.(*taskapi.StartRequest); ok {
