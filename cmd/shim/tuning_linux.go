@@ -76,6 +76,11 @@ func init() {
 // garbage. An exec's Exec and Start never release: their latency is on
 // every `kubectl exec`.
 //
+// At both moments, and after a container's calls also in a shim that has
+// never collected, it drops the binary's read-only pages (textPages): what
+// start-up and the container's calls ran stops being mapped, and what the
+// shim runs next maps back in, page by page.
+//
 // It runs in the call's own goroutine after the handler, before the reply
 // is written: no goroutine, no timer, and a burst of calls settles once,
 // after its last.
@@ -85,6 +90,7 @@ type settler struct {
 	seen     atomic.Bool                                       // the collector has run: releases may happen
 	fixedGC  bool                                              // GOGC is the operator's: leave it
 	release  func()                                            // debug.FreeOSMemory; tests count calls
+	dropText func()                                            // textPages.drop; tests count calls
 }
 
 // execIDer is a task API request that names an exec (Start, Delete).
@@ -111,10 +117,15 @@ func (s *settler) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrp
 	} else {
 		resp, err = m(ctx, u)
 	}
-	if s.inflight.Add(-1) == 0 && s.seen.Load() &&
-		(container || (afterCollection(info.FullMethod) && s.collectedSince())) {
-		s.release()
-		s.rearm() // after the release's own collection, which would clear it
+	if s.inflight.Add(-1) == 0 {
+		released := s.seen.Load() && (container || (afterCollection(info.FullMethod) && s.collectedSince()))
+		if released {
+			s.release()
+			s.rearm() // after the release's own collection, which would clear it
+		}
+		if container || released {
+			s.dropText()
+		}
 	}
 	return resp, err
 }
@@ -201,7 +212,8 @@ func (s *settler) observe() {
 // newSettler returns a settler whose sentinel has not been collected yet.
 func newSettler() *settler {
 	_, fixed := os.LookupEnv("GOGC")
-	s := &settler{fixedGC: fixed, release: debug.FreeOSMemory}
+	text := findTextPages()
+	s := &settler{fixedGC: fixed, release: debug.FreeOSMemory, dropText: text.drop}
 	s.rearm()
 	return s
 }

@@ -72,6 +72,7 @@ func countingSettler() (*settler, *atomic.Int32) {
 	s := newSettler()
 	released := new(atomic.Int32)
 	s.release = func() { released.Add(1) }
+	s.dropText = func() {}
 	return s, released
 }
 
@@ -175,6 +176,45 @@ func TestSettlerReleasesAfterCollection(t *testing.T) {
 	if n := released.Load(); n != 3 {
 		t.Fatalf("an init's Start: %d releases, want 3", n)
 	}
+}
+
+// A container's calls drop the binary's read-only pages, also in a shim
+// that never collected (no heap release there); a release after a
+// collection drops them too; stats polls and an exec's calls alone do not.
+func TestSettlerDropsText(t *testing.T) {
+	s, released := countingSettler()
+	dropped := new(atomic.Int32)
+	s.dropText = func() { dropped.Add(1) }
+	call := func(method string, req *taskapi.StartRequest) {
+		_, _ = s.intercept(context.Background(), func(v any) error {
+			if r, ok := v.(*taskapi.StartRequest); ok {
+				*r = *req
+			}
+			return nil
+		}, &ttrpc.UnaryServerInfo{FullMethod: method},
+			func(_ context.Context, un func(any) error) (any, error) {
+				var r taskapi.StartRequest
+				return nil, un(&r)
+			})
+	}
+	want := func(what string, drops, releases int32) {
+		t.Helper()
+		if d, r := dropped.Load(), released.Load(); d != drops || r != releases {
+			t.Fatalf("%s: %d drops and %d releases, want %d and %d", what, d, r, drops, releases)
+		}
+	}
+	call("/containerd.task.v3.Task/Stats", &taskapi.StartRequest{Id: "c"})
+	want("stats poll in a shim that never collected", 0, 0)
+	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c"})
+	want("an init's Start in a shim that never collected", 1, 0)
+	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c", ExecId: "e"})
+	call("/containerd.task.v3.Task/Exec", &taskapi.StartRequest{Id: "c", ExecId: "e"})
+	want("an exec's calls", 1, 0)
+	runtime.GC()
+	call("/containerd.task.v3.Task/Stats", &taskapi.StartRequest{Id: "c"})
+	want("stats poll after a collection", 2, 1)
+	call("/containerd.task.v3.Task/Stats", &taskapi.StartRequest{Id: "c"})
+	want("stats poll with no collection since", 2, 1)
 }
 
 // The tracer writes nothing while off; on, it notes an exec's Start and
