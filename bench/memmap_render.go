@@ -27,7 +27,11 @@ func renderMap(m, in []mapStep, extra int) string {
 	col := func(get func(mapStep) float64) mapCols { return colOf(m, extra, get) }
 	w("How to read it (issue 16). The binary's text and read-only data are file pages: private here only because " +
 		"this map's shim is the one process mapping its binary; on a node every leanshim shares them, so a shim's PSS " +
-		"is its anonymous memory plus the binary's resident pages divided by the number of shims. The Go heap of a " +
+		"is its anonymous memory plus the binary's resident pages divided by the number of shims. Start-up maps " +
+		"nearly all of the binary (package initialisation runs code in most of its 64 KiB windows, and the kernel " +
+		"maps 64 KiB around each page it faults in); the shim drops those pages after each container's calls " +
+		"(cmd/shim/text_linux.go), so the two binary rows hold what it has run since, and move between steps with " +
+		"what it ran last: the per-container figures of the summary count anonymous memory only. The Go heap of a " +
 		"one-container shim is about 200 KiB of package initialisation (protobuf descriptors of grpc status, " +
 		"descriptorpb and the generated APIs; `GODEBUG=inittrace=1`) plus what start-up, Create and Start allocated: " +
 		"such a shim never collects (GOGC 40 until the first cycle), because the first collection leaves 0.5-1 MiB " +
