@@ -10,16 +10,26 @@ func TestParseTrace(t *testing.T) {
 time=x level=INFO msg="trace exec start request" exec=a ns=1000000
 time=x level=INFO msg="trace forked" pid=5 ns=1500000 exec_ns=9
 time=x level=INFO msg="trace forked" pid=6 ns=9000000 exec_ns=9
-time=x level=INFO msg="trace exit send" exec=a reaped_to_send_ns=250000
+time=x level=INFO msg="trace reaped" pid=5 ns=1800000
+time=x level=INFO msg="trace exit send" exec=a ns=2000000 reaped_to_send_ns=250000
 time=x level=INFO msg="trace exec start request" exec=b ns=20000000
 some other line
 time=x level=INFO msg="trace forked" pid=7 ns=22000000 exec_ns=9
+time=x level=INFO msg="trace reaped" pid=7 ns=23000000
+time=x level=INFO msg="trace exit send" exec=b ns=24000000 reaped_to_send_ns=500000
+time=x level=INFO msg="trace exit send" exec=z ns=25000000 reaped_to_send_ns=100000
 `
-	toFork, toSend := parseTrace(log)
-	if want := []float64{0.5, 2}; !slices.Equal(toFork, want) {
-		t.Errorf("request→fork %v, want %v (a fork with no request before it is not paired)", toFork, want)
+	tr := parseTrace(log)
+	if want := []float64{0.5, 2}; !slices.Equal(tr.toFork, want) {
+		t.Errorf("request→fork %v, want %v (a fork with no request before it is not paired)", tr.toFork, want)
 	}
-	if want := []float64{0.25}; !slices.Equal(toSend, want) {
-		t.Errorf("reap→send %v, want %v", toSend, want)
+	if want := []float64{0.25, 0.5, 0.1}; !slices.Equal(tr.toSend, want) {
+		t.Errorf("reap→send %v, want %v", tr.toSend, want)
+	}
+	// a: reaped at 1.75 ms, its runc (pid 5) at 1.8: 0.2 ms from the
+	// later. b: reaped at 23.5 ms, after its runc (23): 0.5. z: no request,
+	// no runtime: not counted.
+	if want := []float64{0.2, 0.5}; !slices.Equal(tr.own, want) {
+		t.Errorf("shim's share %v, want %v", tr.own, want)
 	}
 }

@@ -28,6 +28,7 @@ type Exit struct {
 type Reaper struct {
 	log     *slog.Logger
 	started func(int, time.Time) // Config.Started; nil: none
+	reaped  func(int, time.Time) // Config.Reaped; nil: none
 
 	mu       sync.Mutex            // guards waiters, trackers and stopped; taken before forks.mu
 	waiters  map[int]chan Exit     // pid -> channel (buffer 1) of a claimed or started process
@@ -58,6 +59,11 @@ type Config struct {
 	// no lock held. It must not block. The daemon's exec-latency trace uses
 	// it.
 	Started func(pid int, forkAt time.Time)
+	// Reaped, if set, is called for each child reaped, with its pid and
+	// the time it was reaped, after its exit has been delivered, with no
+	// lock held. It must not block. The daemon's exec-latency trace uses
+	// it to see when the runtime binary itself has exited.
+	Reaped func(pid int, at time.Time)
 }
 
 // New returns a Reaper. With cfg.Subreaper it marks the process as child
@@ -75,6 +81,7 @@ func New(cfg Config) (*Reaper, error) {
 	return &Reaper{
 		log:      log,
 		started:  cfg.Started,
+		reaped:   cfg.Reaped,
 		waiters:  make(map[int]chan Exit),
 		trackers: make(map[*Tracker]struct{}),
 		wake:     make(chan struct{}, 1),
@@ -122,7 +129,11 @@ func (r *Reaper) reap() {
 		if err != nil || pid <= 0 {
 			return // ECHILD: no children; 0: none exited yet
 		}
-		r.deliver(Exit{Pid: pid, Status: ExitStatus(ws), At: time.Now()})
+		e := Exit{Pid: pid, Status: ExitStatus(ws), At: time.Now()}
+		r.deliver(e)
+		if r.reaped != nil {
+			r.reaped(e.Pid, e.At)
+		}
 	}
 }
 

@@ -287,3 +287,35 @@ func TestStartedHook(t *testing.T) {
 		t.Fatalf("Started calls %+v, want one for pid %d after %v", calls, pid, before)
 	}
 }
+
+// Reaped sees each reaped child once, with the exit's own time, after the
+// exit has been delivered.
+func TestReapedHook(t *testing.T) {
+	type call struct {
+		pid int
+		at  time.Time
+	}
+	calls := make(chan call, 4)
+	r := newRunningWith(t, Config{Subreaper: true, Reaped: func(pid int, at time.Time) { calls <- call{pid, at} }})
+	cmd := exec.Command("/bin/true")
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	e := recvExit(t, ch)
+	Release(cmd)
+	select {
+	case c := <-calls:
+		if c.pid != pid || !c.at.Equal(e.At) {
+			t.Fatalf("Reaped(%d, %v), want (%d, %v)", c.pid, c.at, pid, e.At)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reaped not called")
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("Reaped called again: %+v", c)
+	default:
+	}
+}

@@ -16,8 +16,8 @@ import (
 
 // tracer logs, while on, the moments that make up the shim's own share of
 // an exec's latency (issue 16): an exec's Start request arriving, the
-// runtime forked for it, and a TaskExit handed to containerd with how long
-// after the reap. SIGUSR2 turns it on and off (bench's exec phase does, for
+// runtime forked for it, every reap, and a TaskExit handed to containerd
+// with how long after the reap. SIGUSR2 turns it on and off (bench's exec phase does, for
 // its sequential execs only). Off, it costs an atomic load at each of those
 // points: no goroutine, no timer, no allocation.
 //
@@ -54,6 +54,17 @@ func (t *tracer) forked(pid int, at time.Time) {
 	}
 }
 
+// reaped is the reaper's Reaped hook: with the forked lines, it tells when
+// the runtime binary of an exec's Start exited. A process that exits before
+// then has its TaskExit held until Start has queued TaskExecStarted
+// (containerd's order), so the shim's own share of an exit runs from the
+// later of the two reaps.
+func (t *tracer) reaped(pid int, at time.Time) {
+	if t.on.Load() {
+		t.log.Info("trace reaped", "pid", pid, "ns", at.UnixNano())
+	}
+}
+
 // intercept is a ttrpc interceptor that notes exec starts, then calls next.
 func (t *tracer) intercept(next ttrpc.UnaryServerInterceptor) ttrpc.UnaryServerInterceptor {
 	return func(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
@@ -83,7 +94,8 @@ func (s traceSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
 		var e events.TaskExit
 		if err := e.Unmarshal(env.Event.Value); err == nil && e.ExitedAt != nil {
 			at := time.Unix(e.ExitedAt.Seconds, int64(e.ExitedAt.Nanos))
-			s.t.log.Info("trace exit send", "exec", e.Id, "reaped_to_send_ns", time.Since(at).Nanoseconds())
+			now := time.Now()
+			s.t.log.Info("trace exit send", "exec", e.Id, "ns", now.UnixNano(), "reaped_to_send_ns", now.Sub(at).Nanoseconds())
 		}
 	}
 	return s.Sender.Send(ctx, env)

@@ -232,6 +232,7 @@ func TestTracer(t *testing.T) {
 				return nil, un(&got)
 			})
 		tr.forked(42, time.Now())
+		tr.reaped(42, time.Now())
 	}
 	call(&taskapi.StartRequest{Id: "c", ExecId: "e1"})
 	if buf.Len() != 0 {
@@ -242,7 +243,7 @@ func TestTracer(t *testing.T) {
 	call(&taskapi.StartRequest{Id: "c"})
 	out := buf.String()
 	if strings.Count(out, `msg="trace exec start request"`) != 1 || !strings.Contains(out, "exec=e2") ||
-		strings.Count(out, `msg="trace forked"`) != 2 {
+		strings.Count(out, `msg="trace forked"`) != 2 || strings.Count(out, `msg="trace reaped" pid=42 ns=`) != 2 {
 		t.Fatalf("trace:\n%s", out)
 	}
 }
