@@ -213,8 +213,16 @@ func (b *bench) groupRound(ctx context.Context, s shim, r int) (first, last mem,
 
 // driftPhase runs driftExecs execs in one container per shim, alternating
 // between the shims in chunks of driftBase, and reports each shim's growth
-// from the baseline taken after the first chunk. The RSS at every tenth of
-// the run goes into a note, to tell a leak (linear) from heap growth (a step).
+// from the baseline taken after the first chunk to the end. A single
+// reading moves by a few hundred KiB with where it falls between two
+// collections (garbage not yet collected, pages the runtime has not handed
+// back yet), so the baseline and the end are each the median of
+// driftSamples readings, one after each of driftSamples short runs of
+// execs (the last ones of the run for the end). Anonymous memory is what
+// the target is read on: the binary's file pages, which the shim drops and
+// maps back with what it runs (cmd/shim/text_linux.go), are the page
+// cache's, and are reported only in RSS. The RSS at every tenth of the run
+// goes into a note, to tell a leak (linear) from heap growth (a step).
 func (b *bench) driftPhase(ctx context.Context) error {
 	var ids [2]string
 	var pids [2]int
@@ -230,11 +238,10 @@ func (b *bench) driftPhase(ctx context.Context) error {
 	}
 	var failed [2]atomic.Int64
 	var firstErr [2]error
-	var base []mem
 	var curve [2][]string
-	every := max(b.cfg.driftBase, b.cfg.driftExecs/10)
-	for i, done := 0, 0; done < b.cfg.driftExecs; i++ {
-		n := min(b.cfg.driftBase, b.cfg.driftExecs-done)
+	// run runs n execs in each shim (leanshim only with -drift-lean-only),
+	// in the order of round i.
+	run := func(i, n int) error {
 		for _, s := range b.order(i) {
 			k := b.index(s)
 			if k == 1 && b.cfg.driftLean {
@@ -243,45 +250,106 @@ func (b *bench) driftPhase(ctx context.Context) error {
 			err := b.execMany(ctx, ids[k], n, b.cfg.driftConc, &failed[k])
 			firstErr[k] = cmp.Or(firstErr[k], err)
 		}
-		if err := ctx.Err(); err != nil {
+		return ctx.Err()
+	}
+	// samples takes driftSamples settled readings of both shims, each
+	// after sampleExecs more execs, and returns them per shim.
+	sampleExecs := max(1, b.cfg.driftBase/20)
+	samples := func(i int) (m [2][]mem, err error) {
+		for j := range driftSamples {
+			if err := run(i+j, sampleExecs); err != nil {
+				return m, err
+			}
+			r, err := b.settledMem(ctx, pids[0], pids[1])
+			if err != nil {
+				return m, err
+			}
+			m[0], m[1] = append(m[0], r[0]), append(m[1], r[1])
+		}
+		return m, nil
+	}
+	endExecs := driftSamples * sampleExecs // the end's readings run the last execs
+	if b.cfg.driftExecs-b.cfg.driftBase < 2*endExecs {
+		return fmt.Errorf("drift: %d execs after the baseline, need at least %d for its readings", b.cfg.driftExecs-b.cfg.driftBase, 2*endExecs)
+	}
+	every := max(b.cfg.driftBase, b.cfg.driftExecs/10)
+	var base, end [2][]mem
+	done := 0
+	for i := 0; done < b.cfg.driftExecs-endExecs; i++ {
+		n := min(b.cfg.driftBase, b.cfg.driftExecs-endExecs-done)
+		if err := run(i, n); err != nil {
 			return err
 		}
 		done += n
 		if i == 0 {
 			var err error
-			if base, err = b.settledMem(ctx, pids[0], pids[1]); err != nil {
+			if base, err = samples(i); err != nil {
 				return err
 			}
+			done += endExecs
 		}
-		if i == 0 || done%every < n || done == b.cfg.driftExecs {
+		if i == 0 || done%every < n {
 			for k, pid := range pids {
 				m, _ := readMem(pid)
 				curve[k] = append(curve[k], fmt.Sprintf("%d: %.0f", done, m.rss))
 			}
 		}
 	}
-	after, err := b.settledMem(ctx, pids[0], pids[1])
+	end, err := samples(1)
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("memory drift: RSS after %d execs − after %d", b.cfg.driftExecs, b.cfg.driftBase)
-	runcRSS, runcUSS := after[1].rss-base[1].rss, after[1].uss-base[1].uss
-	if b.cfg.driftLean {
-		runcRSS, runcUSS = math.NaN(), math.NaN() // its container only idled
+	done += endExecs
+	for k, pid := range pids {
+		m, _ := readMem(pid)
+		curve[k] = append(curve[k], fmt.Sprintf("%d: %.0f", done, m.rss))
 	}
-	b.res.add(name, "KiB", 0, after[0].rss-base[0].rss, runcRSS, maxValue(64))
-	b.res.add("memory drift: USS, same", "KiB", 0, after[0].uss-base[0].uss, runcUSS)
+	growth := func(k int, get func(mem) float64) float64 {
+		if k == 1 && b.cfg.driftLean {
+			return math.NaN() // its container only idled
+		}
+		return median(mapMem(end[k], get)) - median(mapMem(base[k], get))
+	}
+	anon := func(m mem) float64 { return m.anon }
+	name := fmt.Sprintf("memory drift: anonymous after %d execs − after %d (medians of %d readings, %d execs apart)",
+		b.cfg.driftExecs, b.cfg.driftBase, driftSamples, sampleExecs)
+	b.res.add(name, "KiB", 0, growth(0, anon), growth(1, anon), maxValue(64))
+	b.res.add("memory drift: USS, same", "KiB", 0, growth(0, func(m mem) float64 { return m.uss }), growth(1, func(m mem) float64 { return m.uss }))
+	b.res.add("memory drift: RSS, same", "KiB", 0, growth(0, func(m mem) float64 { return m.rss }), growth(1, func(m mem) float64 { return m.rss }))
 	var errs []error
 	for k, s := range b.shims {
 		threads, _ := readThreads(pids[k])
-		b.res.note(fmt.Sprintf("drift, %s: RSS in KiB after N execs (%d in flight): %s; at the end %.0f KiB anonymous, %d threads",
-			s.label, b.cfg.driftConc, strings.Join(curve[k], ", "), after[k].anon, threads))
+		b.res.note(fmt.Sprintf("drift, %s: RSS in KiB after N execs (%d in flight): %s; anonymous KiB, baseline readings %s, "+
+			"end readings %s; %d threads at the end",
+			s.label, b.cfg.driftConc, strings.Join(curve[k], ", "), memList(base[k], anon), memList(end[k], anon), threads))
 		if n := failed[k].Load(); n > 0 {
 			errs = append(errs, fmt.Errorf("%s: %d of %d execs failed, first: %w", s.label, n, b.cfg.driftExecs, firstErr[k]))
 		}
 	}
 	errs = append(errs, b.removeAll(ctx, ids[:]))
 	return errors.Join(errs...)
+}
+
+// driftSamples is how many readings the drift phase takes at its baseline
+// and at its end.
+const driftSamples = 7
+
+// mapMem returns get of each reading.
+func mapMem(ms []mem, get func(mem) float64) []float64 {
+	out := make([]float64, len(ms))
+	for i, m := range ms {
+		out[i] = get(m)
+	}
+	return out
+}
+
+// memList renders get of each reading, for a note.
+func memList(ms []mem, get func(mem) float64) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = fmt.Sprintf("%.0f", get(m))
+	}
+	return strings.Join(parts, " ")
 }
 
 // settledMem waits cfg.settle, runs sync and reads the memory of pids.

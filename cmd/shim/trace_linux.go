@@ -83,7 +83,8 @@ func (t *tracer) intercept(next ttrpc.UnaryServerInterceptor) ttrpc.UnaryServerI
 }
 
 // traceSender notes, while the tracer is on, each TaskExit as it is handed
-// to containerd, with the time since the shim reaped the process.
+// to containerd, with the time since the shim reaped the process, and when
+// containerd has answered each event.
 type traceSender struct {
 	task.Sender
 	t *tracer
@@ -98,5 +99,12 @@ func (s traceSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
 			s.t.log.Info("trace exit send", "exec", e.Id, "ns", now.UnixNano(), "reaped_to_send_ns", now.Sub(at).Nanoseconds())
 		}
 	}
-	return s.Sender.Send(ctx, env)
+	err := s.Sender.Send(ctx, env)
+	if s.t.on.Load() {
+		// Events go out one at a time, each once containerd has answered
+		// the one before (their order is containerd's): a TaskExit queued
+		// behind a TaskExecStarted waits for containerd, not for the shim.
+		s.t.log.Info("trace sent", "topic", env.Topic, "ns", time.Now().UnixNano())
+	}
+	return err
 }
