@@ -93,14 +93,7 @@ func TestExitStatus(t *testing.T) {
 	r := newRunning(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(tc.args[0], tc.args[1:]...)
-			ch, err := r.Start(cmd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pid := cmd.Process.Pid
-			e := recvExit(t, ch)
-			Release(cmd)
+			pid, e := startAndReap(t, r, exec.Command(tc.args[0], tc.args[1:]...))
 			if e.Status != tc.want || e.Pid != pid {
 				t.Fatalf("got pid %d status %d, want pid %d status %d", e.Pid, e.Status, pid, tc.want)
 			}
@@ -297,14 +290,7 @@ func TestReapedHook(t *testing.T) {
 	}
 	calls := make(chan call, 4)
 	r := newRunningWith(t, Config{Subreaper: true, Reaped: func(pid int, at time.Time) { calls <- call{pid, at} }})
-	cmd := exec.Command("/bin/true")
-	ch, err := r.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	e := recvExit(t, ch)
-	Release(cmd)
+	pid, e := startAndReap(t, r, exec.Command("/bin/true"))
 	select {
 	case c := <-calls:
 		if c.pid != pid || !c.at.Equal(e.At) {
@@ -318,4 +304,17 @@ func TestReapedHook(t *testing.T) {
 		t.Fatalf("Reaped called again: %+v", c)
 	default:
 	}
+}
+
+// startAndReap starts cmd with r and returns its pid and exit once reaped.
+func startAndReap(t *testing.T, r *Reaper, cmd *exec.Cmd) (int, Exit) {
+	t.Helper()
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	e := recvExit(t, ch)
+	Release(cmd)
+	return pid, e
 }

@@ -76,6 +76,23 @@ func countingSettler() (*settler, *atomic.Int32) {
 	return s, released
 }
 
+// caller returns a function that serves one call of method through s,
+// with req as its request and a handler that only decodes it.
+func caller(s *settler) func(method string, req *taskapi.StartRequest) {
+	return func(method string, req *taskapi.StartRequest) {
+		_, _ = s.intercept(context.Background(), func(v any) error {
+			if r, ok := v.(*taskapi.StartRequest); ok {
+				*r = *req
+			}
+			return nil
+		}, &ttrpc.UnaryServerInfo{FullMethod: method},
+			func(_ context.Context, un func(any) error) (any, error) {
+				var r taskapi.StartRequest
+				return nil, un(&r)
+			})
+	}
+}
+
 // A Wait or WaitSandbox stays open for a task's or pod's life (CRI keeps
 // one on each): it must not count as a call in flight, or a shim under CRI
 // would never hand a Create's garbage back. Other calls in flight do hold
@@ -134,18 +151,7 @@ func TestSettlerIgnoresLongWaits(t *testing.T) {
 // poll) releases the pages it freed, once; an exec's calls never do.
 func TestSettlerReleasesAfterCollection(t *testing.T) {
 	s, released := countingSettler()
-	call := func(method string, req *taskapi.StartRequest) {
-		_, _ = s.intercept(context.Background(), func(v any) error {
-			if r, ok := v.(*taskapi.StartRequest); ok {
-				*r = *req
-			}
-			return nil
-		}, &ttrpc.UnaryServerInfo{FullMethod: method},
-			func(_ context.Context, un func(any) error) (any, error) {
-				var r taskapi.StartRequest
-				return nil, un(&r)
-			})
-	}
+	call := caller(s)
 	stats := "/containerd.task.v3.Task/Stats"
 	call(stats, &taskapi.StartRequest{})
 	if n := released.Load(); n != 0 {
@@ -185,18 +191,7 @@ func TestSettlerDropsText(t *testing.T) {
 	s, released := countingSettler()
 	dropped := new(atomic.Int32)
 	s.dropText = func() { dropped.Add(1) }
-	call := func(method string, req *taskapi.StartRequest) {
-		_, _ = s.intercept(context.Background(), func(v any) error {
-			if r, ok := v.(*taskapi.StartRequest); ok {
-				*r = *req
-			}
-			return nil
-		}, &ttrpc.UnaryServerInfo{FullMethod: method},
-			func(_ context.Context, un func(any) error) (any, error) {
-				var r taskapi.StartRequest
-				return nil, un(&r)
-			})
-	}
+	call := caller(s)
 	want := func(what string, drops, releases int32) {
 		t.Helper()
 		if d, r := dropped.Load(), released.Load(); d != drops || r != releases {
