@@ -184,9 +184,10 @@ func TestSettlerReleasesAfterCollection(t *testing.T) {
 	}
 }
 
-// A container's calls drop the binary's read-only pages, also in a shim
-// that never collected (no heap release there); a release after a
-// collection drops them too; stats polls and an exec's calls alone do not.
+// An init's Start drops the binary's read-only pages, also in a shim that
+// never collected (no heap release there); a release after a collection
+// drops them too; a Create or StartSandbox (more calls follow at once),
+// stats polls and an exec's calls alone do not.
 func TestSettlerDropsText(t *testing.T) {
 	s, released := countingSettler()
 	dropped := new(atomic.Int32)
@@ -200,6 +201,9 @@ func TestSettlerDropsText(t *testing.T) {
 	}
 	call("/containerd.task.v3.Task/Stats", &taskapi.StartRequest{Id: "c"})
 	want("stats poll in a shim that never collected", 0, 0)
+	call("/containerd.task.v3.Task/Create", &taskapi.StartRequest{Id: "c"})
+	call("/containerd.runtime.sandbox.v1.Sandbox/StartSandbox", &taskapi.StartRequest{})
+	want("a Create and a StartSandbox, which more calls always follow", 0, 0)
 	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c"})
 	want("an init's Start in a shim that never collected", 1, 0)
 	call("/containerd.task.v3.Task/Start", &taskapi.StartRequest{Id: "c", ExecId: "e"})
