@@ -287,7 +287,7 @@ func orphanGrace(log *slog.Logger) time.Duration {
 // every call by its full method name, which also tells which task API
 // version containerd speaks.
 func newServer(log *slog.Logger, debug bool, tr *tracer) (*ttrpc.Server, error) {
-	s := newSettler()
+	s := newSettler(log)
 	intercept := tr.intercept(s.intercept)
 	if debug {
 		traced := intercept

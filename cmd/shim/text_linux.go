@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,10 +28,25 @@ import (
 // that was written (data, bss, or relocated data of a position-independent
 // build, which PT_GNU_RELRO marks) would put the file's bytes back in its
 // place.
+//
+// faultSingly makes what maps back in the pages the shim runs, not the
+// 64 KiB windows around them; see there.
 type textPages struct {
 	spans [4]struct{ start, end uintptr }
 	n     int
+	uffd  int // faultSingly's userfaultfd, held for the process's life; 0 if none
 }
+
+// userfaultfd constants (linux/userfaultfd.h, x86 and arm64 ioctl
+// numbering), which golang.org/x/sys does not have.
+const (
+	uffdUserModeOnly   = 1          // userfaultfd(2) flag: user-mode faults only
+	uffdAPI            = 0xAA       // UFFD_API
+	uffdFeatureWPAsync = 1 << 15    // UFFD_FEATURE_WP_ASYNC, Linux 6.7
+	uffdioAPI          = 0xC018AA3F // _IOWR(0xAA, 0x3F, struct uffdio_api)
+	uffdioRegister     = 0xC020AA00 // _IOWR(0xAA, 0x00, struct uffdio_register)
+	uffdRegisterWP     = 1 << 1     // UFFDIO_REGISTER_MODE_WP
+)
 
 // ELF constants (elf.h) for the program headers read below.
 const (
@@ -135,6 +151,60 @@ func parseTextPages(hdr []byte, atPhdr, page uintptr) textPages {
 		t.n++
 	}
 	return t
+}
+
+// faultSingly turns the kernel's fault-around off for the read-only
+// segments, so that a fault maps the one page it needs instead of the up
+// to 16 of its 64 KiB window that are in the page cache. After a drop, a
+// shim then maps what it runs, about half of what the windows held
+// (bench/RESULTS-pods.md: a pod's shim under CRI, which is never idle).
+//
+// The kernel has no per-mapping switch for it; it skips fault-around in a
+// range registered with a userfaultfd, and a registration for
+// write-protection in asynchronous mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7)
+// is allowed on any mapping and needs nobody to serve it: a write fault
+// there is resolved by the kernel, and there are none, the pages being
+// read-only; nothing is ever write-protected (no UFFDIO_WRITEPROTECT), and
+// missing pages fault as always. The descriptor has no reader and no
+// thread; closing it would end the registration, so the shim holds it for
+// its life (close-on-exec: runc and the holder never see it). A fork
+// without CLONE_VM does not carry the registration to the child
+// (UFFD_FEATURE_EVENT_FORK is not asked for).
+//
+// It is an optimisation only: where userfaultfd is missing, refused (a
+// seccomp profile, no CAP_SYS_PTRACE without vm.unprivileged_userfaultfd:
+// user-mode-only is asked, which needs neither) or older than Linux 6.7,
+// the error says so and the pages fault in windows as before.
+func (t *textPages) faultSingly() error {
+	if t.n == 0 || t.uffd != 0 {
+		return nil
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|uffdUserModeOnly, 0, 0)
+	if errno != 0 {
+		return os.NewSyscallError("userfaultfd", errno)
+	}
+	api := struct{ api, features, ioctls uint64 }{api: uffdAPI, features: uffdFeatureWPAsync}
+	if err := uffdIoctl(fd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
+		unix.Close(int(fd))
+		return err
+	}
+	for _, s := range t.spans[:t.n] {
+		reg := struct{ start, len, mode, ioctls uint64 }{uint64(s.start), uint64(s.end - s.start), uffdRegisterWP, 0}
+		if err := uffdIoctl(fd, uffdioRegister, unsafe.Pointer(&reg)); err != nil {
+			unix.Close(int(fd)) // also ends the registrations made so far
+			return err
+		}
+	}
+	t.uffd = int(fd)
+	return nil
+}
+
+// uffdIoctl runs one userfaultfd ioctl on arg.
+func uffdIoctl(fd, req uintptr, arg unsafe.Pointer) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg)); errno != 0 {
+		return os.NewSyscallError("userfaultfd ioctl", errno)
+	}
+	return nil
 }
 
 // drop unmaps the read-only pages from the shim; see textPages. It

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // exeMappings returns the test binary's read-only mappings from
@@ -154,5 +157,70 @@ func TestParseTextPages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// After faultSingly, a fault in the binary's read-only pages maps that page
+// alone, not the kernel's fault-around window (64 KiB here) around it.
+func TestTextPagesFaultSingly(t *testing.T) {
+	text := findTextPages()
+	if text.n == 0 {
+		t.Fatal("no read-only segment found in the test binary")
+	}
+	const window = 64 << 10
+	page := uintptr(os.Getpagesize())
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	// touch drops the binary's pages, finds a 64 KiB window of a read-only
+	// span that nothing maps back meanwhile, makes the kernel read one byte
+	// in its middle (write(2) from it into a pipe: no pointer made from an
+	// integer), and returns how many of the window's pages that mapped.
+	used := map[uintptr]bool{}
+	touch := func() int {
+		text.drop()
+		for _, s := range text.spans[:text.n] {
+			for win := (s.start + window - 1) &^ (window - 1); win+window <= s.end; win += window {
+				if used[win] || presentPages(t, win, win+window) != 0 {
+					continue
+				}
+				used[win] = true
+				if n, _, errno := unix.Syscall(unix.SYS_WRITE, w.Fd(), win+8*page, 1); errno != 0 || n != 1 {
+					t.Fatalf("write from %#x: %d, %v", win+8*page, n, errno)
+				}
+				mapped := presentPages(t, win, win+window)
+				if _, err := r.Read(make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				return mapped
+			}
+		}
+		t.Fatal("no read-only 64 KiB window left unmapped after a drop")
+		return 0
+	}
+
+	around := touch()
+	err = text.faultSingly()
+	registered := err == nil
+	if errors.Is(err, unix.EBUSY) {
+		// Another test in this binary registered the pages first (newSettler).
+		err = nil
+	}
+	if err != nil {
+		t.Fatalf("faultSingly: %v", err)
+	}
+	single := touch()
+	t.Logf("one read mapped %d pages of its window before faultSingly, %d after", around, single)
+	if registered && around < 4 {
+		t.Fatalf("one read mapped %d pages of its window before faultSingly: this kernel's fault-around is off, so the test cannot tell", around)
+	}
+	if single != 1 {
+		t.Fatalf("one read mapped %d pages of its 64 KiB window after faultSingly, want 1", single)
+	}
+	if _, err := strconv.Atoi("12345"); err != nil { // code and tables still work
+		t.Fatal(err)
 	}
 }

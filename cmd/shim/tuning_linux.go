@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -224,9 +225,14 @@ func (s *settler) observe() {
 }
 
 // newSettler returns a settler whose sentinel has not been collected yet.
-func newSettler() *settler {
+// A kernel that cannot turn fault-around off for the binary
+// (textPages.faultSingly) is noted in log, at debug level: drops still work.
+func newSettler(log *slog.Logger) *settler {
 	_, fixed := os.LookupEnv("GOGC")
 	text := findTextPages()
+	if err := text.faultSingly(); err != nil {
+		log.Debug("binary pages fault in 64 KiB windows", "error", err)
+	}
 	s := &settler{fixedGC: fixed, release: debug.FreeOSMemory, dropText: text.drop}
 	s.rearm()
 	return s

@@ -48,7 +48,7 @@ func TestSettles(t *testing.T) {
 // The settler passes every call through, response and error alike, and
 // counts none in flight afterwards.
 func TestSettlerPassesThrough(t *testing.T) {
-	s := newSettler()
+	s := newSettler(slog.New(slog.DiscardHandler))
 	wantErr := errors.New("boom")
 	u := func(v any) error { *v.(*taskapi.StartRequest) = taskapi.StartRequest{Id: "c"}; return nil }
 	resp, err := s.intercept(context.Background(), u, &ttrpc.UnaryServerInfo{FullMethod: "/containerd.task.v2.Task/Start"},
@@ -69,7 +69,7 @@ func TestSettlerPassesThrough(t *testing.T) {
 
 // countingSettler returns a settler whose releases are counted, not done.
 func countingSettler() (*settler, *atomic.Int32) {
-	s := newSettler()
+	s := newSettler(slog.New(slog.DiscardHandler))
 	released := new(atomic.Int32)
 	s.release = func() { released.Add(1) }
 	s.dropText = func() {}
