@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/ttrpc"
 	gogotypes "github.com/gogo/protobuf/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/leanshim/leanshim/proto/eventsapi"
 	"github.com/leanshim/leanshim/proto/taskapi"
@@ -21,6 +23,12 @@ type fakeTask struct {
 
 func (fakeTask) Connect(_ context.Context, req *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
 	return &taskapi.ConnectResponse{ShimPid: 1, TaskPid: 2, Version: req.Id}, nil
+}
+
+// Kill fails as containerd's shims do for a process that is gone: the reply
+// carries a status (google.rpc.Status), not a response.
+func (fakeTask) Kill(context.Context, *taskapi.KillRequest) (*gogotypes.Empty, error) {
+	return nil, status.Error(codes.NotFound, "process already finished")
 }
 
 type fakeEvents struct{ got chan *eventsapi.Envelope }
@@ -93,5 +101,17 @@ func TestTTRPCStubs(t *testing.T) {
 	}
 	if e := <-got; e.Topic != "/tasks/oom" || e.Namespace != "default" {
 		t.Fatalf("forwarded envelope = %v", e)
+	}
+}
+
+// An error reply's status decodes on the client with its code and message:
+// ttrpc v1.1 unmarshals google.rpc.Status with gogo, which panics on a
+// genproto built for protobuf-go alone (containerd/ttrpc#62; go.mod).
+func TestTTRPCErrorStatus(t *testing.T) {
+	client := serve(t, fakeTask{}, fakeEvents{})
+	_, err := taskapi.NewTaskClient(client).Kill(t.Context(), &taskapi.KillRequest{Id: "c1"})
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.NotFound || st.Message() != "process already finished" {
+		t.Fatalf("Kill error = %v (status %v, %v), want NotFound: process already finished", err, st, ok)
 	}
 }
