@@ -1,9 +1,7 @@
 package pod
 
-import "debug/elf"
-
 // holderMachine is the ELF machine of holderCode.
-const holderMachine = elf.EM_X86_64
+const holderMachine = elfEMX86_64
 
 // holderCode is the whole holder program for x86-64 Linux, position
 // independent, entered with the kernel's initial stack. It blocks SIGINT,

@@ -78,14 +78,18 @@ func TestHolderELFIsWellFormed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Type != elf.ET_EXEC || f.Machine != holderMachine || len(f.Progs) != 2 {
-		t.Fatalf("type %v machine %v progs %d", f.Type, f.Machine, len(f.Progs))
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB || f.Version != elf.EV_CURRENT ||
+		f.Type != elf.ET_EXEC || f.Machine != holderMachine || len(f.Progs) != 2 {
+		t.Fatalf("class %v data %v version %v type %v machine %v progs %d", f.Class, f.Data, f.Version, f.Type, f.Machine, len(f.Progs))
 	}
 	if want := uint64(elfBase + 64 + 2*56); f.Entry != want {
 		t.Fatalf("entry %#x, want %#x", f.Entry, want)
 	}
 	if p := f.Progs[0]; p.Type != elf.PT_LOAD || p.Flags != elf.PF_R|elf.PF_X || p.Filesz != uint64(len(b)) {
 		t.Fatalf("load segment %+v", p.ProgHeader)
+	}
+	if p := f.Progs[1]; p.Type != elf.PT_GNU_STACK || p.Flags != elf.PF_R|elf.PF_W {
+		t.Fatalf("stack segment %+v", p.ProgHeader)
 	}
 }
 
