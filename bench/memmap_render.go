@@ -26,25 +26,27 @@ func renderMap(m, in []mapStep, extra int) string {
 	}
 	col := func(get func(mapStep) float64) mapCols { return colOf(m, extra, get) }
 	w("How to read it (issue 16). The binary's text and read-only data are file pages: private here only because " +
-		"this map's shim is the one process mapping its binary; on a node every leanshim shares them, so a shim's PSS " +
-		"is its anonymous memory plus the binary's resident pages divided by the number of shims. Start-up maps " +
-		"nearly all of the binary (package initialisation runs code in most of its 64 KiB windows, and the kernel " +
-		"maps 64 KiB around each page it faults in); the shim drops those pages after each container's calls " +
-		"(cmd/shim/text_linux.go), so the two binary rows hold what it has run since, and move between steps with " +
-		"what it ran last: the per-container figures of the summary count anonymous memory only. The Go heap of a " +
-		"one-container shim is about 200 KiB of package initialisation (protobuf descriptors of grpc status, " +
-		"descriptorpb and the generated APIs; `GODEBUG=inittrace=1`) plus what start-up, Create and Start allocated: " +
-		"such a shim never collects (GOGC 40 until the first cycle), because the first collection leaves 0.5-1 MiB " +
-		"of collector state behind for good (the runtime's off-heap row: mark bits, work buffers, span metadata), " +
-		"more than the garbage it frees. A shim that grows past that first goal (a few containers, execs, or " +
-		"containerd 2.4's CRI, which reads every container's and pod's stats once a second) pays it once, then runs " +
-		"at GOGC 25 and hands free pages back after each container's Create, Start and Delete " +
-		"(cmd/shim/tuning_linux.go). The containers from the second to the last above include that one-time state; " +
-		"the later ones, added once the shim has collected, show what a container keeps: the goroutines below (an " +
-		"init watcher, stdout and stderr copiers, a stdin copier, and the two goroutines of the ttrpc connection " +
-		"containerd 1.6 dials per task), their stacks, its structs and fds. The shim is built with Go's previous " +
-		"collector (GOEXPERIMENT=nogreenteagc, Makefile): Go 1.26's default one cost an idle shim about 100 KiB " +
-		"more.\n\n")
+		"this map's shim is the one process mapping its binary; on a node every leanshim shares them, so a shim's " +
+		"PSS is its anonymous memory plus the binary's resident pages divided by the number of shims. Start-up " +
+		"maps most of the binary (package initialisation runs code in most of its 64 KiB windows, and the kernel " +
+		"maps 64 KiB around each page it faults in); the shim drops those pages after a container's Start and " +
+		"Delete and after each release, and has the kernel map them back one page per fault instead of 64 KiB (a " +
+		"userfaultfd registration, which turns fault-around off; cmd/shim/text_linux.go), so the two binary rows " +
+		"hold the pages it has run since, and move between steps with what it ran last: the per-container figures " +
+		"of the summary count anonymous memory only. The Go heap of a one-container shim is about 70 KiB of " +
+		"package initialisation (type registrations of the generated APIs; `GODEBUG=inittrace=1`; 220 KiB before " +
+		"github.com/golang/protobuf was pinned to v1.3.5, go.mod) plus what start-up, Create and Start allocated: " +
+		"such a shim never collects (GOGC 40 until the first cycle), because the first collection leaves 0.4-1 MiB " +
+		"of collector state behind for good (the runtime's off-heap row: mark bits, work buffers, span metadata; " +
+		"one collection forced at start-up left 400 KiB), more than the garbage it frees. A shim that grows past " +
+		"that first goal (a few containers, execs, or containerd 2.4's CRI, which reads every container's and " +
+		"pod's stats once a second) pays it once, then runs at GOGC 25 and hands free pages back after each " +
+		"container's Create, Start and Delete (cmd/shim/tuning_linux.go). The containers from the second to the " +
+		"last above include that one-time state; the later ones, added once the shim has collected, show what a " +
+		"container keeps: the goroutines below (an init watcher, stdout and stderr copiers, a stdin copier, and " +
+		"the two goroutines of the ttrpc connection containerd 1.6 dials per task), their stacks, its structs and " +
+		"fds. The shim is built with Go's previous collector (GOEXPERIMENT=nogreenteagc, Makefile): Go 1.26's " +
+		"default one cost an idle shim about 100 KiB more.\n\n")
 	head("USS by area (KiB)")
 	for _, area := range areas {
 		c := col(func(s mapStep) float64 { return s.smap.uss[area] })
