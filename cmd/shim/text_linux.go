@@ -34,11 +34,12 @@ import (
 type textPages struct {
 	spans [4]struct{ start, end uintptr }
 	n     int
-	uffd  int // faultSingly's userfaultfd, held for the process's life; 0 if none
+	uffd  int // faultSingly's userfaultfd, held for the process's life; 0 (always /dev/null in a shim) if none
 }
 
-// userfaultfd constants (linux/userfaultfd.h, x86 and arm64 ioctl
-// numbering), which golang.org/x/sys does not have.
+// userfaultfd constants (linux/userfaultfd.h), which golang.org/x/sys does
+// not have. The ioctl numbers are the generic encoding (x86, arm64,
+// riscv64, s390x); elsewhere the ioctl fails and faultSingly says so.
 const (
 	uffdUserModeOnly   = 1          // userfaultfd(2) flag: user-mode faults only
 	uffdAPI            = 0xAA       // UFFD_API
@@ -156,8 +157,9 @@ func parseTextPages(hdr []byte, atPhdr, page uintptr) textPages {
 // faultSingly turns the kernel's fault-around off for the read-only
 // segments, so that a fault maps the one page it needs instead of the up
 // to 16 of its 64 KiB window that are in the page cache. After a drop, a
-// shim then maps what it runs, about half of what the windows held
-// (bench/RESULTS-pods.md: a pod's shim under CRI, which is never idle).
+// shim then maps what it runs: a quarter to a half of what the windows
+// held (bench/RESULTS.md, memory map; RESULTS-pods.md, a pod's shim under
+// CRI, which is never idle).
 //
 // The kernel has no per-mapping switch for it; it skips fault-around in a
 // range registered with a userfaultfd, and a registration for
