@@ -10,17 +10,18 @@ import (
 )
 
 // textPages are the page ranges of the shim's own binary that are mapped
-// read-only: its code, read-only data and Go's function tables. They are
-// the larger part of a shim's resident memory: package initialisation and
-// start-up run code and read tables in almost every 64 KiB of the file, and
-// the kernel maps 64 KiB around each page faulted in (fault-around), so a
-// shim that has started keeps the whole 9 MiB binary mapped (bench/RESULTS.md,
-// memory map), although an idle or serving shim runs a small part of it.
+// read-only: its code, read-only data and Go's function tables. Left alone
+// they would be the larger part of a shim's resident memory: package
+// initialisation and start-up run code and read tables in almost every
+// 64 KiB of the file, and the kernel maps 64 KiB around each page faulted
+// in (fault-around), so a shim that has started has most of its 7 MiB
+// binary mapped, although an idle or serving shim runs about 1.3 MiB of it
+// (bench/RESULTS.md, memory map).
 //
 // drop unmaps those pages from the shim (madvise MADV_DONTNEED); the next
 // instruction or table read that needs one faults it back from the page
-// cache, where the file stays. What a shim then maps is what it has run
-// since: its working set. A page mapped by no process is one the kernel can
+// cache, where the file stays, one page per fault (faultSingly). What a
+// shim then maps is what it has run since: its working set. A page mapped by no process is one the kernel can
 // reclaim without unmapping it anywhere; the file itself is held in the
 // page cache once per node, however many shims map it.
 //
