@@ -15,7 +15,8 @@ import (
 // trace (cmd/shim/trace_linux.go), which SIGUSR2 turns on and off: for each
 // exec, from its Start request reaching the shim to the runtime (runc exec)
 // forked, and from the exec's reap (and its runtime's) to its TaskExit
-// handed to containerd.
+// handed to containerd; each both as it was and less the time the shim
+// waited for a CPU while other processes held both.
 // Only leanshim has the trace; the execs are the sequential ones, so an
 // exec's start request and the next fork pair up without ambiguity.
 
@@ -64,19 +65,29 @@ func (b *bench) stopTrace(tr traceRun, want int) error {
 			len(t.toFork), len(t.toSend), len(t.own))
 	}
 	nan := math.NaN()
+	const less = ", less waits for a CPU"
 	b.res.add("shim: exec Start request → runc forked", "ms", 3, median(t.toFork), nan, maxValue(1))
 	b.res.add("shim: exec Start request → runc forked, p99", "ms", 3, percentile(t.toFork, 99), nan, maxValue(1))
+	b.res.add("shim: exec Start request → runc forked"+less, "ms", 3, median(t.toForkCPU), nan, maxValue(1))
+	b.res.add("shim: exec Start request → runc forked"+less+", p99", "ms", 3, percentile(t.toForkCPU, 99), nan, maxValue(1))
 	b.res.add("shim: exec reaped → TaskExit sent", "ms", 3, median(t.toSend), nan)
 	b.res.add("shim: exec reaped → TaskExit sent, p99", "ms", 3, percentile(t.toSend, 99), nan)
 	b.res.add("shim: exit ready (exec and runc exec reaped, event before answered) → TaskExit sent", "ms", 3, median(t.own), nan, maxValue(1))
 	b.res.add("shim: exit ready → TaskExit sent, p99", "ms", 3, percentile(t.own, 99), nan, maxValue(1))
+	b.res.add("shim: exit ready → TaskExit sent"+less, "ms", 3, median(t.ownCPU), nan, maxValue(1))
+	b.res.add("shim: exit ready → TaskExit sent"+less+", p99", "ms", 3, percentile(t.ownCPU, 99), nan, maxValue(1))
 	return nil
 }
 
-// execTrace is what parseTrace finds, in ms per exec.
+// execTrace is what parseTrace finds, in ms per exec. The *CPU lists are
+// the same spans less the time the shim's threads spent runnable but
+// waiting for a CPU ("wait_ns" in the trace), when the machine's other
+// processes (containerd, ctr, runc) held both CPUs; a span whose wait
+// cannot be read is kept whole.
 type execTrace struct {
-	toFork []float64 // exec Start request → runtime forked
-	toSend []float64 // exec reaped → TaskExit sent
+	toFork    []float64 // exec Start request → runtime forked
+	toForkCPU []float64
+	toSend    []float64 // exec reaped → TaskExit sent
 	// own is the shim's share of toSend: from the latest of the exec's
 	// reap, its runtime's (runc exec) reap and containerd's answer to the
 	// event sent before, to TaskExit sent. An exec that exits before runc
@@ -85,7 +96,24 @@ type execTrace struct {
 	// each once containerd has answered the one before (containerd's
 	// order): those waits are the runtime's and containerd's, not the
 	// shim's.
-	own []float64
+	own    []float64
+	ownCPU []float64
+}
+
+// traceMoment is one line's time and the shim's run-queue wait so far
+// (-1: not in the line).
+type traceMoment struct{ ns, wait int64 }
+
+// span returns the ms from a to b, and the same less the run-queue wait
+// between them (nothing taken off if either wait is missing or the sum
+// fell, as it does when a thread ends).
+func span(a, b traceMoment) (wall, cpu float64) {
+	d := b.ns - a.ns
+	wall = float64(d) / 1e6
+	if a.wait >= 0 && b.wait >= a.wait {
+		d -= min(b.wait-a.wait, d)
+	}
+	return wall, float64(max(d, 0)) / 1e6
 }
 
 // parseTrace pairs each exec start request with the next fork (the
@@ -93,44 +121,60 @@ type execTrace struct {
 func parseTrace(log string) execTrace {
 	var tr execTrace
 	lines := strings.Split(log, "\n")
-	reapedAt := map[int64]int64{} // pid → ns
+	moment := func(line string) traceMoment {
+		return traceMoment{traceInt(line, "ns"), traceInt(line, "wait_ns")}
+	}
+	reapedAt := map[int64]traceMoment{} // pid → its reap
 	for _, line := range lines {
 		if strings.Contains(line, `msg="trace reaped"`) {
-			reapedAt[traceInt(line, "pid")] = traceInt(line, "ns")
+			reapedAt[traceInt(line, "pid")] = moment(line)
 		}
 	}
 	runtimeOf := map[string]int64{} // exec id → its runtime's pid
-	var pending int64 = -1
+	pending := traceMoment{ns: -1}
 	pendingExec := ""
-	var answered int64 = -1 // containerd's answer to the last event sent
+	answered := traceMoment{ns: -1} // containerd's answer to the last event sent
 	for _, line := range lines {
 		switch {
 		case strings.Contains(line, `msg="trace sent"`):
-			answered = traceInt(line, "ns")
+			answered = moment(line)
 		case strings.Contains(line, `msg="trace exec start request"`):
-			pending, pendingExec = traceInt(line, "ns"), traceStr(line, "exec")
+			pending, pendingExec = moment(line), traceStr(line, "exec")
 		case strings.Contains(line, `msg="trace forked"`):
-			if ns := traceInt(line, "ns"); pending > 0 && ns >= pending {
-				tr.toFork = append(tr.toFork, float64(ns-pending)/1e6)
+			if m := moment(line); pending.ns > 0 && m.ns >= pending.ns {
+				wall, cpu := span(pending, m)
+				tr.toFork, tr.toForkCPU = append(tr.toFork, wall), append(tr.toForkCPU, cpu)
 				runtimeOf[pendingExec] = traceInt(line, "pid")
 			}
-			pending = -1
+			pending.ns = -1
 		case strings.Contains(line, `msg="trace exit send"`):
-			d, sent := traceInt(line, "reaped_to_send_ns"), traceInt(line, "ns")
+			d, sent := traceInt(line, "reaped_to_send_ns"), moment(line)
 			if d < 0 {
 				continue
 			}
 			tr.toSend = append(tr.toSend, float64(d)/1e6)
 			rt, ok := runtimeOf[traceStr(line, "exec")]
-			if !ok || sent < 0 {
+			if !ok || sent.ns < 0 {
 				continue
 			}
-			from := sent - d
-			if r, ok := reapedAt[rt]; ok && r > from {
+			// The exec's own reap: its line if the trace has it, else the
+			// event's time with no wait known.
+			from := traceMoment{sent.ns - d, -1}
+			if r, ok := reapedAt[traceInt(line, "pid")]; ok && r.ns == from.ns {
 				from = r
 			}
-			from = max(from, answered)
-			tr.own = append(tr.own, float64(max(sent-from, 0))/1e6)
+			if r, ok := reapedAt[rt]; ok && r.ns > from.ns {
+				from = r
+			}
+			if answered.ns > from.ns {
+				from = answered
+			}
+			if sent.ns < from.ns {
+				from = sent
+			}
+			_, cpu := span(from, sent)
+			tr.own = append(tr.own, float64(sent.ns-from.ns)/1e6)
+			tr.ownCPU = append(tr.ownCPU, cpu)
 		}
 	}
 	return tr

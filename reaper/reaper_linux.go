@@ -27,7 +27,7 @@ type Exit struct {
 // with Run; all other methods are safe for concurrent use.
 type Reaper struct {
 	log     *slog.Logger
-	started func(int, time.Time) // Config.Started; nil: none
+	forking func() func(int)     // Config.Forking; nil: none
 	reaped  func(int, time.Time) // Config.Reaped; nil: none
 
 	mu       sync.Mutex            // guards waiters, trackers and stopped; taken before forks.mu
@@ -54,11 +54,12 @@ type Config struct {
 	Subreaper bool
 	// Log receives exits nobody claimed. nil discards them.
 	Log *slog.Logger
-	// Started, if set, is called for each child Start has started, once
-	// it has exec'd, with its pid and the time Start began to fork it, with
-	// no lock held. It must not block. The daemon's exec-latency trace uses
-	// it.
-	Started func(pid int, forkAt time.Time)
+	// Forking, if set, is called by Start just before it forks a child,
+	// with no lock held; the function it returns, if not nil, is called
+	// with the child's pid once the child has exec'd. Neither may block.
+	// The daemon's exec-latency trace uses it: what it reads of the clock
+	// (and of the scheduler) then is the end of the shim's own share.
+	Forking func() (started func(pid int))
 	// Reaped, if set, is called for each child reaped, with its pid and
 	// the time it was reaped, after its exit has been delivered, with no
 	// lock held. It must not block. The daemon's exec-latency trace uses
@@ -80,7 +81,7 @@ func New(cfg Config) (*Reaper, error) {
 	}
 	return &Reaper{
 		log:      log,
-		started:  cfg.Started,
+		forking:  cfg.Forking,
 		reaped:   cfg.Reaped,
 		waiters:  make(map[int]chan Exit),
 		trackers: make(map[*Tracker]struct{}),
@@ -175,9 +176,9 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	// Locked, so that the thread recorded below is the one that forked.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var forkAt time.Time
-	if r.started != nil {
-		forkAt = time.Now()
+	var started func(int)
+	if r.forking != nil {
+		started = r.forking()
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -188,8 +189,8 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 		r.forks.record(pid, unix.Gettid())
 	}
 	r.mu.Unlock()
-	if r.started != nil {
-		r.started(pid, forkAt)
+	if started != nil {
+		started(pid)
 	}
 	return t.Claim(pid), nil
 }

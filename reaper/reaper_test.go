@@ -251,33 +251,47 @@ func zombies(t *testing.T) int {
 	return n
 }
 
-// Started sees each child Start starts, once, with its pid, after the fork
-// began; a nil Started is fine (every other test).
-func TestStartedHook(t *testing.T) {
-	type call struct {
-		pid int
-		at  time.Time
-	}
+// Forking is called before each fork Start makes, and the function it
+// returns once the child has exec'd, with its pid; a nil Forking, or a nil
+// function from it, is fine (every other test; a trace that is off).
+func TestForkingHook(t *testing.T) {
 	var mu sync.Mutex
-	var calls []call
-	r := newRunningWith(t, Config{Subreaper: true, Started: func(pid int, at time.Time) {
+	var forks []time.Time
+	var pids []int
+	r := newRunningWith(t, Config{Subreaper: true, Forking: func() func(int) {
 		mu.Lock()
 		defer mu.Unlock()
-		calls = append(calls, call{pid, at})
+		forks = append(forks, time.Now())
+		if len(forks) == 2 {
+			return nil
+		}
+		return func(pid int) {
+			mu.Lock()
+			defer mu.Unlock()
+			pids = append(pids, pid)
+		}
 	}})
-	before := time.Now()
-	cmd := exec.Command("/bin/true")
-	ch, err := r.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
+	var started []int
+	for range 2 {
+		before := time.Now()
+		cmd := exec.Command("/bin/true")
+		ch, err := r.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started = append(started, cmd.Process.Pid)
+		recvExit(t, ch)
+		Release(cmd)
+		mu.Lock()
+		if forks[len(forks)-1].Before(before) {
+			t.Errorf("Forking called at %v, before Start at %v", forks[len(forks)-1], before)
+		}
+		mu.Unlock()
 	}
-	pid := cmd.Process.Pid
-	recvExit(t, ch)
-	Release(cmd)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(calls) != 1 || calls[0].pid != pid || calls[0].at.Before(before) || calls[0].at.After(time.Now()) {
-		t.Fatalf("Started calls %+v, want one for pid %d after %v", calls, pid, before)
+	if len(forks) != 2 || len(pids) != 1 || pids[0] != started[0] {
+		t.Fatalf("Forking called %d times, its functions with %v; want 2 and [%d]", len(forks), pids, started[0])
 	}
 }
 

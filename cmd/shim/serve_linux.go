@@ -188,7 +188,7 @@ func startDaemon(cfg config, api shimAPI, l net.Listener) (*daemon, error) {
 		serveErr: make(chan error, 1), reaperDone: make(chan struct{}), pubDone: make(chan struct{}),
 		oomDone: make(chan struct{})}
 	d.trace = &tracer{log: api.log}
-	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log, Started: d.trace.forked, Reaped: d.trace.reaped})
+	r, err := reaper.New(reaper.Config{Subreaper: true, Log: api.log, Forking: d.trace.forking, Reaped: d.trace.reaped})
 	if err != nil {
 		cancel()
 		return nil, err

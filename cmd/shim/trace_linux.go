@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	"github.com/leanshim/leanshim/proto/events"
 	"github.com/leanshim/leanshim/proto/eventsapi"
@@ -22,16 +27,28 @@ import (
 // points: no goroutine, no timer, no allocation.
 //
 // Times are wall-clock nanoseconds in the lines themselves ("ns"): the log
-// handler's own time has milliseconds only.
+// handler's own time has milliseconds only. Each line also gives "wait_ns":
+// how long the shim's threads have, in all, been runnable but waiting for a
+// CPU (schedFiles). Between two lines, its growth is time the machine's other
+// processes (containerd, the client, runc) held both CPUs, not time the shim
+// spent: the bench reports the shim's share with and without it. At a
+// span's start it is read after the clock, at its end before, so that a
+// wait while reading it is never taken off.
 type tracer struct {
-	on  atomic.Bool
-	log *slog.Logger
+	on    atomic.Bool
+	log   *slog.Logger
+	sched schedFiles // the wait_ns readings, open while on
 }
 
 // toggle turns tracing on or off and says so in the log.
 func (t *tracer) toggle() {
 	on := !t.on.Load()
 	t.on.Store(on)
+	if on {
+		t.sched.opens()
+	} else {
+		t.sched.close()
+	}
 	t.log.Info("trace", "on", on)
 }
 
@@ -41,16 +58,21 @@ func (t *tracer) request(method string, req any, ns int64) {
 		return
 	}
 	if e, ok := req.(execIDer); ok && e.GetExecId() != "" {
-		t.log.Info("trace exec start request", "exec", e.GetExecId(), "ns", ns)
+		t.log.Info("trace exec start request", "exec", e.GetExecId(), "ns", ns, "wait_ns", t.sched.runDelay())
 	}
 }
 
-// forked is the reaper's Started hook: "ns" is when the fork began,
+// forking is the reaper's Forking hook: "ns" is when the fork began,
 // "exec_ns" how long until the runtime binary was running (os/exec returns
 // once the child has exec'd).
-func (t *tracer) forked(pid int, at time.Time) {
-	if t.on.Load() {
-		t.log.Info("trace forked", "pid", pid, "ns", at.UnixNano(), "exec_ns", time.Since(at).Nanoseconds())
+func (t *tracer) forking() func(pid int) {
+	if !t.on.Load() {
+		return nil
+	}
+	wait := t.sched.runDelay()
+	at := time.Now()
+	return func(pid int) {
+		t.log.Info("trace forked", "pid", pid, "ns", at.UnixNano(), "wait_ns", wait, "exec_ns", time.Since(at).Nanoseconds())
 	}
 }
 
@@ -61,8 +83,101 @@ func (t *tracer) forked(pid int, at time.Time) {
 // later of the two reaps.
 func (t *tracer) reaped(pid int, at time.Time) {
 	if t.on.Load() {
-		t.log.Info("trace reaped", "pid", pid, "ns", at.UnixNano())
+		t.log.Info("trace reaped", "pid", pid, "ns", at.UnixNano(), "wait_ns", t.sched.runDelay())
 	}
+}
+
+// schedFiles reads how long the process's threads have waited on a run
+// queue, summed over the threads alive now (/proc/PID/task/TID/schedstat,
+// its second field). It keeps the task directory and each thread's file
+// open between readings and rereads them in place: opening them anew each
+// time cost a reading about 0.1 ms, inside the spans it measures. A thread
+// that ends takes its share with it, so across a thread's end the sum can
+// fall: the bench then takes nothing off. Only the tracer reads it: it
+// opens the files while on (from open to close), and a reading after close
+// (a call that saw the tracer still on) opens nothing.
+type schedFiles struct {
+	mu   sync.Mutex     // guards the fields below
+	open bool           // between open and close
+	dir  *os.File       // /proc/self/task; nil until read, or after close
+	fds  map[string]int // thread ID → its schedstat, open
+}
+
+// opens lets runDelay open the files it needs.
+func (f *schedFiles) opens() {
+	f.mu.Lock()
+	f.open = true
+	f.mu.Unlock()
+}
+
+// runDelay returns the sum in nanoseconds, or -1 if it cannot be read.
+func (f *schedFiles) runDelay() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.open {
+		return -1
+	}
+	if f.dir == nil {
+		dir, err := os.Open("/proc/self/task")
+		if err != nil {
+			return -1
+		}
+		f.dir, f.fds = dir, map[string]int{}
+	}
+	if _, err := f.dir.Seek(0, io.SeekStart); err != nil {
+		return -1
+	}
+	tids, err := f.dir.Readdirnames(-1)
+	if err != nil {
+		return -1
+	}
+	var sum int64
+	var buf [64]byte
+	for _, tid := range tids {
+		fd, ok := f.fds[tid]
+		if !ok {
+			if fd, err = unix.Open("/proc/self/task/"+tid+"/schedstat", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+				continue // it ended meanwhile
+			}
+			f.fds[tid] = fd
+		}
+		n, err := unix.Pread(fd, buf[:], 0)
+		if err != nil || n <= 0 {
+			continue // ended since the listing; closed with the rest
+		}
+		// "time on a CPU, time waiting for one, timeslices", in ns.
+		if fs := strings.Fields(string(buf[:n])); len(fs) == 3 {
+			if v, err := strconv.ParseInt(fs[1], 10, 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	if len(f.fds) > len(tids) { // threads have ended: close theirs
+		live := make(map[string]bool, len(tids))
+		for _, tid := range tids {
+			live[tid] = true
+		}
+		for tid, fd := range f.fds {
+			if !live[tid] {
+				_ = unix.Close(fd)
+				delete(f.fds, tid)
+			}
+		}
+	}
+	return sum
+}
+
+// close closes every file runDelay has opened, and lets it open no more.
+func (f *schedFiles) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fd := range f.fds {
+		_ = unix.Close(fd)
+	}
+	if f.dir != nil {
+		_ = f.dir.Close()
+	}
+	f.open, f.dir, f.fds = false, nil, nil
 }
 
 // intercept is a ttrpc interceptor that notes exec starts, then calls next.
@@ -95,8 +210,10 @@ func (s traceSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
 		var e events.TaskExit
 		if err := e.Unmarshal(env.Event.Value); err == nil && e.ExitedAt != nil {
 			at := time.Unix(e.ExitedAt.Seconds, int64(e.ExitedAt.Nanos))
+			wait := s.t.sched.runDelay()
 			now := time.Now()
-			s.t.log.Info("trace exit send", "exec", e.Id, "ns", now.UnixNano(), "reaped_to_send_ns", now.Sub(at).Nanoseconds())
+			s.t.log.Info("trace exit send", "exec", e.Id, "pid", e.Pid, "ns", now.UnixNano(), "wait_ns", wait,
+				"reaped_to_send_ns", now.Sub(at).Nanoseconds())
 		}
 	}
 	err := s.Sender.Send(ctx, env)
@@ -104,7 +221,8 @@ func (s traceSender) Send(ctx context.Context, env *eventsapi.Envelope) error {
 		// Events go out one at a time, each once containerd has answered
 		// the one before (their order is containerd's): a TaskExit queued
 		// behind a TaskExecStarted waits for containerd, not for the shim.
-		s.t.log.Info("trace sent", "topic", env.Topic, "ns", time.Now().UnixNano())
+		ns := time.Now().UnixNano()
+		s.t.log.Info("trace sent", "topic", env.Topic, "ns", ns, "wait_ns", s.t.sched.runDelay())
 	}
 	return err
 }

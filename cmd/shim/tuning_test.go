@@ -230,7 +230,9 @@ func TestTracer(t *testing.T) {
 				var got taskapi.StartRequest
 				return nil, un(&got)
 			})
-		tr.forked(42, time.Now())
+		if started := tr.forking(); started != nil {
+			started(42)
+		}
 		tr.reaped(42, time.Now())
 	}
 	call(&taskapi.StartRequest{Id: "c", ExecId: "e1"})
@@ -242,7 +244,42 @@ func TestTracer(t *testing.T) {
 	call(&taskapi.StartRequest{Id: "c"})
 	out := buf.String()
 	if strings.Count(out, `msg="trace exec start request"`) != 1 || !strings.Contains(out, "exec=e2") ||
-		strings.Count(out, `msg="trace forked"`) != 2 || strings.Count(out, `msg="trace reaped" pid=42 ns=`) != 2 {
+		strings.Count(out, `msg="trace forked" pid=42 ns=`) != 2 || strings.Count(out, `msg="trace reaped" pid=42 ns=`) != 2 {
 		t.Fatalf("trace:\n%s", out)
+	}
+	// Every line says how long the shim has waited for a CPU so far.
+	if n := strings.Count(out, "wait_ns="); n != 5 || strings.Contains(out, "wait_ns=-1") {
+		t.Fatalf("trace has %d wait_ns, want 5, all read:\n%s", n, out)
+	}
+}
+
+// runDelay grows while the shim's threads wait for a CPU: n threads busy
+// for 50 ms on fewer CPUs wait, in all, about (n - CPUs) × 50 ms.
+func TestRunDelayGrows(t *testing.T) {
+	var f schedFiles
+	if d := f.runDelay(); d != -1 {
+		t.Fatalf("runDelay %d before opens, want -1", d)
+	}
+	f.opens()
+	defer f.close()
+	before := f.runDelay()
+	if before < 0 {
+		t.Fatalf("runDelay %d: schedstat unreadable", before)
+	}
+	n := 2*runtime.NumCPU() + 2
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n)) // n running at once
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			end := time.Now().Add(50 * time.Millisecond)
+			for time.Now().Before(end) {
+			}
+		})
+	}
+	wg.Wait()
+	// Half the least, for threads the runtime parks before their time.
+	if after, least := f.runDelay(), int64(n-runtime.NumCPU())*int64(25*time.Millisecond)/2; after-before < least {
+		t.Fatalf("runDelay grew by %v with %d busy threads on %d CPUs, want at least %v",
+			time.Duration(after-before), n, runtime.NumCPU(), time.Duration(least))
 	}
 }
