@@ -218,7 +218,11 @@ func (b *bench) groupRound(ctx context.Context, s shim, r int) (first, last mem,
 // collections (garbage not yet collected, pages the runtime has not handed
 // back yet), so the baseline and the end are each the median of
 // driftSamples readings, one after each of driftSamples short runs of
-// execs (the last ones of the run for the end). Anonymous memory is what
+// execs (the last ones of the run for the end). That median still moves
+// with where each reading falls in the collector's cycle (readings spread
+// over 480 KiB in a run), so the target is read on the floor instead: the
+// least anonymous memory of driftFloorExecs readings, one after each of
+// as many execs, at the baseline and at the end. Anonymous memory is what
 // the target is read on: the binary's file pages, which the shim drops and
 // maps back with what it runs (cmd/shim/text_linux.go), are the page
 // cache's, and are reported only in RSS. The RSS at every tenth of the run
@@ -268,12 +272,40 @@ func (b *bench) driftPhase(ctx context.Context) error {
 		}
 		return m, nil
 	}
-	endExecs := driftSamples * sampleExecs // the end's readings run the last execs
+	// floor runs driftFloorExecs execs one at a time in each shim and
+	// returns, per shim, the least anonymous memory read after each: the
+	// shim's live memory just after a collection has handed its free pages
+	// back (leanshim at the Delete of the exec after a collection, every 20
+	// or so execs; runc-v2's runtime in the background), which a leak
+	// raises and garbage does not.
+	floorExecs := min(driftFloorExecs, b.cfg.driftBase) // -smoke: fewer
+	floor := func(i int) (f [2]float64) {
+		for _, s := range b.order(i) {
+			k := b.index(s)
+			f[k] = math.NaN()
+			if k == 1 && b.cfg.driftLean {
+				continue
+			}
+			for range floorExecs {
+				if _, err := b.exec(ctx, ids[k]); err != nil {
+					failed[k].Add(1)
+					firstErr[k] = cmp.Or(firstErr[k], err)
+					continue
+				}
+				if m, err := readMem(pids[k]); err == nil && !(m.anon >= f[k]) { // NaN: the first
+					f[k] = m.anon
+				}
+			}
+		}
+		return f
+	}
+	endExecs := driftSamples*sampleExecs + floorExecs // the end's readings run the last execs
 	if b.cfg.driftExecs-b.cfg.driftBase < 2*endExecs {
 		return fmt.Errorf("drift: %d execs after the baseline, need at least %d for its readings", b.cfg.driftExecs-b.cfg.driftBase, 2*endExecs)
 	}
 	every := max(b.cfg.driftBase, b.cfg.driftExecs/10)
 	var base, end [2][]mem
+	var baseFloor [2]float64
 	done := 0
 	for i := 0; done < b.cfg.driftExecs-endExecs; i++ {
 		n := min(b.cfg.driftBase, b.cfg.driftExecs-endExecs-done)
@@ -286,6 +318,7 @@ func (b *bench) driftPhase(ctx context.Context) error {
 			if base, err = samples(i); err != nil {
 				return err
 			}
+			baseFloor = floor(i)
 			done += endExecs
 		}
 		if i == 0 || done%every < n {
@@ -299,6 +332,7 @@ func (b *bench) driftPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	endFloor := floor(1)
 	done += endExecs
 	for k, pid := range pids {
 		m, _ := readMem(pid)
@@ -311,17 +345,21 @@ func (b *bench) driftPhase(ctx context.Context) error {
 		return median(mapMem(end[k], get)) - median(mapMem(base[k], get))
 	}
 	anon := func(m mem) float64 { return m.anon }
-	name := fmt.Sprintf("memory drift: anonymous after %d execs − after %d (medians of %d readings, %d execs apart)",
-		b.cfg.driftExecs, b.cfg.driftBase, driftSamples, sampleExecs)
-	b.res.add(name, "KiB", 0, growth(0, anon), growth(1, anon), maxValue(64))
+	b.res.add(fmt.Sprintf("memory drift: anonymous floor after %d execs − after %d (least of %d readings, one after each exec)",
+		b.cfg.driftExecs, b.cfg.driftBase, floorExecs), "KiB", 0,
+		endFloor[0]-baseFloor[0], endFloor[1]-baseFloor[1], maxValue(64))
+	name := fmt.Sprintf("memory drift: anonymous, medians of %d settled readings, %d execs apart",
+		driftSamples, sampleExecs)
+	b.res.add(name, "KiB", 0, growth(0, anon), growth(1, anon))
 	b.res.add("memory drift: USS, same", "KiB", 0, growth(0, func(m mem) float64 { return m.uss }), growth(1, func(m mem) float64 { return m.uss }))
 	b.res.add("memory drift: RSS, same", "KiB", 0, growth(0, func(m mem) float64 { return m.rss }), growth(1, func(m mem) float64 { return m.rss }))
 	var errs []error
 	for k, s := range b.shims {
 		threads, _ := readThreads(pids[k])
 		b.res.note(fmt.Sprintf("drift, %s: RSS in KiB after N execs (%d in flight): %s; anonymous KiB, baseline readings %s, "+
-			"end readings %s; %d threads at the end",
-			s.label, b.cfg.driftConc, strings.Join(curve[k], ", "), memList(base[k], anon), memList(end[k], anon), threads))
+			"end readings %s; anonymous floor %.0f at the baseline, %.0f at the end; %d threads at the end",
+			s.label, b.cfg.driftConc, strings.Join(curve[k], ", "), memList(base[k], anon), memList(end[k], anon),
+			baseFloor[k], endFloor[k], threads))
 		if n := failed[k].Load(); n > 0 {
 			errs = append(errs, fmt.Errorf("%s: %d of %d execs failed, first: %w", s.label, n, b.cfg.driftExecs, firstErr[k]))
 		}
@@ -330,9 +368,15 @@ func (b *bench) driftPhase(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// driftSamples is how many readings the drift phase takes at its baseline
-// and at its end.
+// driftSamples is how many settled readings the drift phase takes at its
+// baseline and at its end.
 const driftSamples = 7
+
+// driftFloorExecs is how many execs, one at a time, the drift phase reads
+// memory after, at its baseline and at its end, for each floor: three or so
+// of leanshim's collections at this heap (cmd/shim/tuning_linux.go,
+// gcPercent).
+const driftFloorExecs = 60
 
 // mapMem returns get of each reading.
 func mapMem(ms []mem, get func(mem) float64) []float64 {
