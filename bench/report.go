@@ -150,14 +150,22 @@ func (res *results) markdown() string {
 	c := res.cfg
 	w("\n## Settings\n\nrounds %d (alternating which shim goes first), idle containers %d per shim, grouped containers %d, "+
 		"lifecycle samples %d, sequential execs %d, exec burst %d, start burst %d, stdout %d MiB, "+
-		"drift execs %d (baseline after %d, %d in flight), idle window %s, settle %s.\n\n"+
+		"drift execs %d (baseline after %d, %d in flight%s), idle window %s, settle %s.\n\n"+
 		"Memory is read with `sync` first, from /proc/PID/smaps_rollup (USS = Private_Clean + Private_Dirty); "+
 		"idle memory and threads at the end of the idle window; wake-ups are context switches of all the "+
 		"shim's threads; shim CPU is utime+stime from /proc/PID/stat while the container still runs. "+
 		"The machine may have been shared with other work (load average above): timings are indicative.\n",
 		c.rounds, c.idleN, c.groupN, c.lifecycleN, c.execN, c.execConc, c.startConc, c.streamBytes>>20,
-		c.driftExecs, c.driftBase, c.driftConc, c.idle, c.settle)
+		c.driftExecs, c.driftBase, c.driftConc, driftWho(c.driftLean), c.idle, c.settle)
 	return sb.String()
+}
+
+// driftWho says, in the settings, when only leanshim ran the drift execs.
+func driftWho(leanOnly bool) string {
+	if leanOnly {
+		return "; leanshim only, runc-v2's container idled (-drift-lean-only)"
+	}
+	return ""
 }
 
 // command is how to reproduce the run.
