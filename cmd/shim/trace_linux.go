@@ -94,35 +94,33 @@ func (t *tracer) reaped(pid int, at time.Time) {
 // time cost a reading about 0.1 ms, inside the spans it measures. A thread
 // that ends takes its share with it, so across a thread's end the sum can
 // fall: the bench then takes nothing off. Only the tracer reads it: it
-// opens the files while on (from open to close), and a reading after close
-// (a call that saw the tracer still on) opens nothing.
+// opens the task directory when turned on and closes everything when turned
+// off, and a reading after that (a call that saw the tracer still on) opens
+// nothing.
 type schedFiles struct {
-	mu   sync.Mutex     // guards the fields below
-	open bool           // between open and close
-	dir  *os.File       // /proc/self/task; nil until read, or after close
-	fds  map[string]int // thread ID → its schedstat, open
+	mu  sync.Mutex     // guards the fields below
+	dir *os.File       // /proc/self/task, between opens and close; else nil
+	fds map[string]int // thread ID → its schedstat, open
 }
 
-// opens lets runDelay open the files it needs.
+// opens opens the task directory, for runDelay to read.
 func (f *schedFiles) opens() {
 	f.mu.Lock()
-	f.open = true
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	if f.dir != nil {
+		return
+	}
+	if dir, err := os.Open("/proc/self/task"); err == nil {
+		f.dir, f.fds = dir, map[string]int{}
+	}
 }
 
 // runDelay returns the sum in nanoseconds, or -1 if it cannot be read.
 func (f *schedFiles) runDelay() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.open {
-		return -1
-	}
 	if f.dir == nil {
-		dir, err := os.Open("/proc/self/task")
-		if err != nil {
-			return -1
-		}
-		f.dir, f.fds = dir, map[string]int{}
+		return -1
 	}
 	if _, err := f.dir.Seek(0, io.SeekStart); err != nil {
 		return -1
@@ -167,7 +165,7 @@ func (f *schedFiles) runDelay() int64 {
 	return sum
 }
 
-// close closes every file runDelay has opened, and lets it open no more.
+// close closes the directory and every file runDelay has opened.
 func (f *schedFiles) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -177,7 +175,7 @@ func (f *schedFiles) close() {
 	if f.dir != nil {
 		_ = f.dir.Close()
 	}
-	f.open, f.dir, f.fds = false, nil, nil
+	f.dir, f.fds = nil, nil
 }
 
 // intercept is a ttrpc interceptor that notes exec starts, then calls next.
